@@ -1,0 +1,42 @@
+"""Agent registry: name -> (agent class, default config).
+
+Every agent is an immutable pytree (`flax.struct.PyTreeNode`) with
+    Agent.create(config, example_batch, key) -> agent
+    agent.update(batch) -> (agent, info)          # info: dict of scalars to log
+    agent.sample_actions(observations, key, deterministic=False) -> actions
+and a module-level `DEFAULT_CONFIG` dict beside it. The training loop only ever calls
+these, so it can `lax.scan` over updates and `vmap` over seeds for any agent.
+Optional class attributes the loop reads:
+    online: bool = False          # collects its own episodes instead of reading a dataset
+    sample_batch(buffer, key, config) -> batch   # staticmethod; default uniform rows
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> (module, class name, config overrides applied on top of the module's DEFAULT_CONFIG)
+REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "iql-awr": ("agents.iql", "IQLAgent", {"extraction": "awr"}),
+    "iql-ddpg": ("agents.iql", "IQLAgent", {"extraction": "ddpg"}),
+    "iql-dawr": ("agents.iql", "IQLAgent", {"extraction": "dawr"}),
+    "reinforce": ("agents.reinforce", "ReinforceAgent", {}),
+    "sr": ("agents.sr", "SRAgent", {}),
+    "fb": ("agents.fb", "FBAgent", {}),
+}
+
+
+def agent_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_agent(name: str) -> tuple[type, dict[str, Any]]:
+    """The agent class and its default config (a fresh dict the caller may modify)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown agent {name!r}; valid agents: {', '.join(agent_names())}")
+    module_name, class_name, overrides = REGISTRY[name]
+    module = importlib.import_module(module_name)
+    config = dict(module.DEFAULT_CONFIG)
+    config.update(overrides)
+    return getattr(module, class_name), config
