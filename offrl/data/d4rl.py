@@ -1,0 +1,168 @@
+"""D4RL HDF5 files read with h5py alone, reproducing `d4rl.qlearning_dataset` exactly.
+
+The `d4rl` package pins old gym and mujoco-py, so it is not a dependency; its files are plain
+HDF5 with flat columns `observations`, `actions`, `rewards`, `terminals`, `timeouts`
+(plus `infos/...` and `metadata/...`, ignored here). The conversion follows
+`d4rl.qlearning_dataset(env, terminate_on_end=False)` row for row:
+
+* row i becomes the transition (obs[i], actions[i], rewards[i], obs[i + 1], terminals[i]);
+* a row whose `timeouts` flag is set is dropped: its successor row is the first state of the
+  next episode, so it has no valid next observation (and its reward is lost, as in D4RL);
+* the file's last row is dropped: it has no successor row;
+* `terminals` are kept as they are, including on rows whose successor starts a new episode
+  (a terminal transition never bootstraps, so its next observation is never used).
+
+`episode_ends[i]` is set on a kept row whose successor row in the file is not the next
+kept row of the same episode: the row is terminal, its successor was dropped (a timeout row,
+or the file's last row), or it is the final kept row. This is where IQL's `dones_float`
+(`ikostrikov/implicit_q_learning`, found by comparing `observations[i + 1]` with
+`next_observations[i]`) puts its trajectory boundaries, computed from the flags instead.
+
+Reward conventions that IQL and CORL apply after loading live in `apply_reward_convention`,
+separate from loading so they can be inspected or skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from offrl.data import DatasetError
+from offrl.data.transitions import Transitions, make_transitions
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+FAMILIES = ("locomotion", "antmaze", "maze2d")
+_LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d")
+
+
+def infer_family(name: str | os.PathLike) -> str | None:
+    """The reward-convention family of a D4RL dataset, from its id or file name, or None.
+
+    'antmaze' is tested before the locomotion names so `antmaze-*` never reads as `ant`.
+    """
+    stem = Path(name).name.lower()
+    if "antmaze" in stem:
+        return "antmaze"
+    if "maze2d" in stem:
+        return "maze2d"
+    if any(env in stem for env in _LOCOMOTION_ENVS):
+        return "locomotion"
+    return None
+
+
+def load_d4rl_hdf5(
+    path: str | os.PathLike, family: str | None = None, *, reward_convention: bool = True
+) -> Transitions:
+    """Transitions from a D4RL-layout HDF5 file, with the family's reward convention applied.
+
+    `family` ('locomotion', 'antmaze', 'maze2d' or None) defaults to `infer_family(path)`;
+    pass `reward_convention=False` to keep the file's rewards untouched.
+    """
+    path = Path(path)
+    arrays = read_d4rl_arrays(path)
+    transitions = qlearning_transitions(arrays, source=str(path))
+    if family is None:
+        family = infer_family(path)
+    elif family not in FAMILIES:
+        raise ValueError(f"unknown D4RL family {family!r} for {path}; expected one of {FAMILIES} or None")
+    return apply_reward_convention(transitions, family) if reward_convention else transitions
+
+
+def read_d4rl_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The five required columns of a D4RL file, validated, as in-memory numpy arrays."""
+    if not path.exists():
+        raise FileNotFoundError(f"D4RL dataset file not found: {path}")
+    if not h5py.is_hdf5(path):
+        raise DatasetError(
+            f"{path} is not an HDF5 file (truncated download or wrong file?); "
+            "download it again from the D4RL dataset URLs."
+        )
+    try:
+        with h5py.File(path, "r") as file:
+            missing = [key for key in REQUIRED_KEYS if not isinstance(file.get(key), h5py.Dataset)]
+            if missing:
+                raise DatasetError(
+                    f"{path} lacks the D4RL columns {missing} (it has {sorted(file.keys())}); "
+                    f"a D4RL file needs datasets {list(REQUIRED_KEYS)} at the top level. Files from before "
+                    "D4RL added `timeouts` are not supported: download the current (-v2 / -v1) version."
+                )
+            arrays = {key: file[key][()] for key in REQUIRED_KEYS}
+    except OSError as error:
+        raise DatasetError(f"cannot read HDF5 file {path}: {error}; the file is probably corrupt, download it again.") from error
+    validate_d4rl_arrays(arrays, source=str(path))
+    return arrays
+
+
+def validate_d4rl_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Reject non-numeric columns, mismatched row counts, bad shapes and non-finite values."""
+    for key in REQUIRED_KEYS:
+        value = arrays[key]
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise DatasetError(f"{source}: column {key!r} has non-numeric dtype {value.dtype}; it must hold numbers.")
+        if value.ndim == 0:
+            raise DatasetError(f"{source}: column {key!r} is a scalar; it must have one row per step.")
+    lengths = {key: len(arrays[key]) for key in REQUIRED_KEYS}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(f"{source}: columns have different numbers of rows {lengths}; the file is inconsistent.")
+    for key in ("rewards", "terminals", "timeouts"):
+        if arrays[key].ndim > 2 or (arrays[key].ndim == 2 and arrays[key].shape[1] != 1):
+            raise DatasetError(f"{source}: column {key!r} has shape {arrays[key].shape}; expected one value per row.")
+    for key in ("observations", "actions", "rewards"):
+        finite = np.isfinite(arrays[key])
+        if not finite.all():
+            bad_rows = np.flatnonzero(~finite.reshape(len(finite), -1).all(axis=1))
+            raise DatasetError(
+                f"{source}: column {key!r} has NaN or Inf values in {len(bad_rows)} rows (first row {bad_rows[0]}); "
+                "clean or regenerate the file."
+            )
+    if lengths["rewards"] < 2:
+        raise DatasetError(f"{source}: {lengths['rewards']} rows is too few to form a transition.")
+
+
+def qlearning_transitions(arrays: dict[str, np.ndarray], source: str = "<arrays>") -> Transitions:
+    """`d4rl.qlearning_dataset` semantics (see the module docstring), vectorized."""
+    observations = arrays["observations"]
+    terminals = arrays["terminals"].reshape(-1).astype(bool)
+    timeouts = arrays["timeouts"].reshape(-1).astype(bool)
+    rows = np.flatnonzero(~timeouts[:-1])
+    if len(rows) == 0:
+        raise DatasetError(f"{source}: every row is a timeout or the last row, so no transition remains.")
+    successor_breaks = terminals[:-1] | timeouts[1:]
+    successor_breaks[-1] = True  # the successor of row n - 2 is the file's last row, always dropped
+    return make_transitions(
+        observations=observations[rows],
+        actions=arrays["actions"][rows],
+        rewards=arrays["rewards"].reshape(-1)[rows],
+        next_observations=observations[rows + 1],
+        terminals=terminals[rows],
+        episode_ends=successor_breaks[rows],
+    )
+
+
+def apply_reward_convention(transitions: Transitions, family: str | None) -> Transitions:
+    """The reward post-processing IQL (and CORL) use for D4RL, so results are comparable.
+
+    * locomotion: rewards * 1000 / (max_return - min_return), returns summed over the
+      trajectories delimited by `episode_ends` (IQL's `normalize`), which puts returns on a
+      scale of about 1000 whatever the dataset quality.
+    * antmaze: rewards - 1, turning the sparse 0/1 goal reward into -1 per step until the goal,
+      which IQL reports works better than the raw reward.
+    * maze2d and None: unchanged.
+    """
+    if family == "locomotion":
+        returns = transitions.episode_returns().astype(np.float64)
+        spread = float(returns.max() - returns.min())
+        if spread == 0.0:
+            raise DatasetError("locomotion reward scaling needs episodes with different returns; all are equal.")
+        rewards = transitions.rewards.astype(np.float64) / spread * 1000.0
+    elif family == "antmaze":
+        rewards = transitions.rewards.astype(np.float64) - 1.0
+    elif family in ("maze2d", None):
+        return transitions
+    else:
+        raise ValueError(f"unknown reward convention family {family!r}; expected one of {FAMILIES} or None")
+    return dataclasses.replace(transitions, rewards=rewards.astype(np.float32))

@@ -1,0 +1,163 @@
+"""One name -> (Transitions, DatasetSpec): which loader reads it and how to evaluate on it.
+
+Resolution, in order:
+
+1. a path ending in `.hdf5` / `.h5`: a D4RL file (`offrl.data.d4rl`). Its stem picks the
+   reward convention and the D4RL reference scores (`hopper-medium-v2.hdf5` or D4RL's own
+   `hopper_medium-v2.hdf5`). D4RL's locomotion envs (gym MuJoCo v2/v3, mujoco-py) are not
+   installable next to gymnasium; their modern equivalents `HalfCheetah-v5`, `Hopper-v5`,
+   `Walker2d-v5` have the same observation and action layouts and serve as evaluation envs,
+   so normalized scores are close to, not identical with, published D4RL numbers.
+   antmaze and maze2d files get no env unless `env_id` is given.
+2. an `offrl/pointmaze/...` id: the built-in generated maze dataset, built on first use,
+   evaluated in `offrl.envs.pointmaze.make_pointmaze_env`.
+3. any other id in the local Minari store: evaluated in the env the dataset recorded for
+   evaluation (`recover_environment(eval_env=True)`, which builds from the stored EnvSpec and
+   needs no network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from offrl.data import DatasetNotFoundError
+from offrl.data.d4rl import infer_family, load_d4rl_hdf5
+from offrl.data.minari_loader import HOW_TO_GET, local_minari_ids, minari_ref_scores, minari_transitions, open_minari_dataset
+from offrl.data.transitions import Transitions
+from offrl.envs import make_env
+from offrl.envs.scores import d4rl_ref_scores
+
+HDF5_SUFFIXES = (".hdf5", ".h5")
+POINTMAZE_PREFIX = "offrl/pointmaze/"
+D4RL_LOCOMOTION_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What an agent needs besides the transitions: how to evaluate and how to report scores."""
+
+    name: str  # id or path as given
+    family: str  # 'pointmaze' | 'locomotion' | 'antmaze' | 'maze2d' | 'minari' | 'hdf5'
+    env_factory: Callable[..., gym.Env] | None  # builds ONE evaluation env (dict obs allowed); None if unknown
+    ref_min_score: float | None
+    ref_max_score: float | None
+    goal_conditioned: bool
+
+
+def load_dataset(name: str, *, env_id: str | None = None) -> tuple[Transitions, DatasetSpec]:
+    """Load a dataset by path or id and describe its evaluation env (see the module docstring).
+
+    `env_id` replaces the evaluation env with `gym.make(env_id)`, for datasets whose env is
+    unknown or to evaluate in a variant; reference scores are kept.
+    """
+    if Path(name).suffix.lower() in HDF5_SUFFIXES:
+        transitions, spec = _load_hdf5(name)
+    elif name.startswith(POINTMAZE_PREFIX):
+        transitions, spec = _load_pointmaze(name)
+    else:
+        try:
+            transitions, spec = _load_minari(name)
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(_unknown_name_message(name)) from None
+    if env_id is not None:
+        spec = dataclasses.replace(spec, env_factory=functools.partial(make_env, env_id))
+    return transitions, spec
+
+
+def dataset_family(name: str) -> str:
+    """The `DatasetSpec.family` `load_dataset(name)` would give, without loading anything.
+
+    Config presets are chosen by family before the data is read.
+    """
+    if Path(name).suffix.lower() in HDF5_SUFFIXES:
+        return infer_family(Path(name).stem) or "hdf5"
+    if name.startswith(POINTMAZE_PREFIX):
+        return "pointmaze"
+    return "minari"
+
+
+def dataset_names() -> list[str]:
+    """Built-in dataset ids followed by the ids in the local Minari store, for listings and errors."""
+    builtin = builtin_dataset_names()
+    return builtin + [name for name in local_minari_ids() if name not in builtin]
+
+
+def builtin_dataset_names() -> list[str]:
+    """The generated pointmaze ids with default settings, one per maze (built on first use)."""
+    from offrl.data.pointmaze import MAZES, pointmaze_dataset_id
+
+    return [pointmaze_dataset_id(maze) for maze in MAZES]
+
+
+def _load_hdf5(path: str) -> tuple[Transitions, DatasetSpec]:
+    stem = Path(path).stem
+    family = infer_family(stem)
+    transitions = load_d4rl_hdf5(path, family)
+    ref = d4rl_ref_scores(stem)
+    env_name = next((key for key in D4RL_LOCOMOTION_ENVS if key in stem.lower()), None)
+    env_factory = functools.partial(make_env, D4RL_LOCOMOTION_ENVS[env_name]) if family == "locomotion" and env_name else None
+    spec = DatasetSpec(
+        name=path,
+        family=family or "hdf5",
+        env_factory=env_factory,
+        ref_min_score=None if ref is None else ref[0],
+        ref_max_score=None if ref is None else ref[1],
+        goal_conditioned=False,
+    )
+    return transitions, spec
+
+
+def _load_pointmaze(name: str) -> tuple[Transitions, DatasetSpec]:
+    from offrl.data.pointmaze import ensure_pointmaze_dataset, parse_pointmaze_id
+    from offrl.envs.pointmaze import make_pointmaze_env
+
+    settings = parse_pointmaze_id(name)
+    if settings is None:
+        raise DatasetNotFoundError(_unknown_name_message(name))
+    dataset = ensure_pointmaze_dataset(name)
+    ref_min, ref_max = minari_ref_scores(dataset)
+    spec = DatasetSpec(
+        name=name,
+        family="pointmaze",
+        env_factory=functools.partial(make_pointmaze_env, settings.maze, eval=True),
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        goal_conditioned=True,
+    )
+    return minari_transitions(dataset), spec
+
+
+def _load_minari(name: str) -> tuple[Transitions, DatasetSpec]:
+    dataset = open_minari_dataset(name)
+    ref_min, ref_max = minari_ref_scores(dataset)
+    has_env = dataset.env_spec is not None or dataset.storage.metadata.get("eval_env_spec") is not None
+    spec = DatasetSpec(
+        name=name,
+        family="minari",
+        env_factory=functools.partial(_recover_eval_env, name) if has_env else None,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        goal_conditioned=_is_goal_conditioned(dataset.observation_space),
+    )
+    return minari_transitions(dataset), spec
+
+
+def _recover_eval_env(dataset_id: str, **kwargs: Any) -> gym.Env:
+    """The dataset's recorded evaluation env; reopens the dataset so the factory stays picklable."""
+    return open_minari_dataset(dataset_id).recover_environment(eval_env=True, **kwargs)
+
+
+def _is_goal_conditioned(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces
+
+
+def _unknown_name_message(name: str) -> str:
+    return (
+        f"unknown dataset {name!r}. Built-in ids: {builtin_dataset_names()}; local Minari ids: "
+        f"{local_minari_ids() or 'none'}; or pass the path of a D4RL .hdf5 file. " + HOW_TO_GET.format(id=name)
+    )

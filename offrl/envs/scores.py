@@ -1,0 +1,56 @@
+"""D4RL reference returns, kept as data so scores are comparable with published tables.
+
+The numbers are copied from D4RL's `d4rl/infos.py` (REF_MIN_SCORE / REF_MAX_SCORE):
+for Gym-MuJoCo v2 datasets D4RL reuses the `<env>-random-v0` entries, min being a random
+policy's average return and max an expert's. Normalized score =
+100 * (R - min) / (max - min), so 0 is random and 100 is expert.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_LOCOMOTION_REF = {
+    # env: (ref_min_score, ref_max_score)
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+}
+_LOCOMOTION_DATASETS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+_ANTMAZE_DATASETS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
+_MAZE2D_REF = {
+    "maze2d-umaze-v1": (23.85, 161.86),
+    "maze2d-medium-v1": (13.13, 277.39),
+    "maze2d-large-v1": (6.7, 273.99),
+}
+
+D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
+    **{
+        f"{env}-{dataset}-v2": scores
+        for env, scores in _LOCOMOTION_REF.items()
+        for dataset in _LOCOMOTION_DATASETS
+    },
+    **{f"antmaze-{dataset}-{version}": (0.0, 1.0) for dataset in _ANTMAZE_DATASETS for version in ("v0", "v2")},
+    **_MAZE2D_REF,
+}
+
+
+def d4rl_dataset_name(name: str) -> str:
+    """The D4RL id for a dataset name or file stem (`hopper_medium_replay-v2` -> `hopper-medium-replay-v2`).
+
+    D4RL's v2 files are named with underscores while its ids use dashes; accepting both lets a
+    downloaded file be recognised by its stem alone.
+    """
+    return name.strip().lower().replace("_", "-")
+
+
+def d4rl_ref_scores(name: str) -> tuple[float, float] | None:
+    """(ref_min_score, ref_max_score) for a D4RL dataset name or file stem, None if not in the table."""
+    return D4RL_REF_SCORES.get(d4rl_dataset_name(name))
+
+
+def normalized_score(returns: np.ndarray | float, ref_min: float, ref_max: float) -> np.ndarray:
+    """100 * (R - min) / (max - min), elementwise, in float64."""
+    if ref_max == ref_min:
+        raise ValueError(f"reference scores must differ to normalize, got min = max = {ref_min}")
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
