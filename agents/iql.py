@@ -1,0 +1,242 @@
+"""Implicit Q-learning (Kostrikov et al., 2021) with three policy-extraction strategies.
+
+The critic (expectile V, twin Q, Polyak target Q) is shared; the extraction method only
+decides the actor head, its loss and how actions are read out:
+  - awr:  Gaussian policy, weighted log-likelihood with weights exp(beta * A), clipped.
+  - ddpg: deterministic policy maximizing min Q(s, tanh(mu(s))) (+ optional BC term);
+          evaluated with tanh or clip on mu (config `eval_squash`).
+  - dawr: actions mapped to tokens (k-means over joint actions, or per-dimension bins)
+          and a categorical policy trained with the AWR weights.
+All losses are computed from one set of forward passes and differentiated in one
+backward pass: V(s) and V(s') come from a single value call, target Q(s, a) is computed
+once and shared by the value loss and the AWR weights. Each network still only receives
+the gradient of its own loss (stop_gradient elsewhere), so the update equals running the
+three losses separately on the same pre-update parameters, as jaxrl_m does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import distrax
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from offrl.networks import (
+    CategoricalPolicy,
+    DeterministicPolicy,
+    FactorizedCategoricalPolicy,
+    GaussianPolicy,
+    ValueNetwork,
+    polyak_update,
+)
+from offrl.tokenizers import BinTokenizer, KMeansTokenizer, fit_tokenizer
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "extraction": "awr",  # awr | ddpg | dawr (set by the agent name)
+    "hidden_dims": (256, 256),
+    "actor_lr": 3e-4,
+    "critic_lr": 3e-4,
+    "value_lr": 3e-4,
+    "actor_lr_schedule": "cosine",  # cosine | constant; cosine decays to 0 over max_steps
+    "max_steps": 1_000_000,  # set by the training loop to the run's number of updates
+    "batch_size": 256,
+    "discount": 0.99,
+    "tau": 0.005,
+    "expectile": 0.7,
+    "temperature": 3.0,  # beta in exp(beta * A)
+    "max_weight": 100.0,
+    "layer_norm": False,
+    # ddpg
+    "bc_weight": 0.0,
+    "normalize_q_loss": False,  # divide -Q by stop_grad(mean |Q|), as TD3+BC does, so bc_weight is scale-free
+    "eval_squash": "tanh",  # tanh | clip
+    # dawr
+    "tokenizer": "kmeans",  # kmeans (joint actions) | bins (per dimension)
+    "num_tokens": 64,  # k-means codebook size
+    "num_bins": 16,  # bins per action dimension
+    "kmeans_iterations": 50,
+}
+
+EXTRACTIONS = ("awr", "ddpg", "dawr")
+
+
+def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
+    """Asymmetric squared loss |tau - 1(diff < 0)| * diff^2, elementwise."""
+    weight = jnp.where(diff > 0, expectile, 1.0 - expectile)
+    return weight * diff**2
+
+
+def value_loss(target_q: jax.Array, value: jax.Array, expectile: float) -> tuple[jax.Array, dict]:
+    loss = expectile_loss(target_q - value, expectile).mean()
+    return loss, {"value_loss": loss, "v": value.mean()}
+
+
+def critic_loss(q: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
+    """q: [heads, batch]; target: [batch] (already stop-gradiented)."""
+    loss = ((q - target) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q": q.mean(), "td_target": target.mean()}
+
+
+def awr_weights(advantage: jax.Array, temperature: float, max_weight: float) -> jax.Array:
+    return jnp.minimum(jnp.exp(advantage * temperature), max_weight)
+
+
+def awr_loss(dist: distrax.Distribution, actions: jax.Array, weights: jax.Array) -> tuple[jax.Array, dict]:
+    log_probs = dist.log_prob(actions)
+    loss = -(weights * log_probs).mean()
+    return loss, {"actor_loss": loss, "awr_weight": weights.mean(), "log_prob": log_probs.mean()}
+
+
+def ddpg_loss(
+    q_policy: jax.Array, policy_actions: jax.Array, data_actions: jax.Array, bc_weight: float, normalize_q: bool
+) -> tuple[jax.Array, dict]:
+    """-Q(s, pi(s)) [+ bc_weight * ||pi(s) - a||^2], Q already min over heads."""
+    scale = 1.0 / jax.lax.stop_gradient(jnp.abs(q_policy).mean() + 1e-6) if normalize_q else 1.0
+    q_term = -(scale * q_policy).mean()
+    bc = ((policy_actions - data_actions) ** 2).sum(-1).mean()
+    loss = q_term + bc_weight * bc
+    return loss, {"actor_loss": loss, "q_policy": q_policy.mean(), "bc_mse": bc}
+
+
+class IQLAgent(flax.struct.PyTreeNode):
+    value: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    actor: TrainState
+    tokenizer: KMeansTokenizer | BinTokenizer | None
+    config: Any = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> IQLAgent:
+        """`example_batch` is a sample of dataset rows; the dawr tokenizer is fitted on its actions."""
+        config = flax.core.FrozenDict({**config, "hidden_dims": tuple(config["hidden_dims"])})
+        if config["extraction"] not in EXTRACTIONS:
+            raise ValueError(f"unknown extraction {config['extraction']!r}; valid: {', '.join(EXTRACTIONS)}")
+        if config["eval_squash"] not in ("tanh", "clip"):
+            raise ValueError(f"eval_squash must be 'tanh' or 'clip', got {config['eval_squash']!r}")
+        observations = example_batch["observations"][:1]
+        actions = example_batch["actions"][:1]
+        action_dim = actions.shape[-1]
+        value_key, critic_key, actor_key, token_key = jax.random.split(key, 4)
+        hidden = config["hidden_dims"]
+
+        value_net = ValueNetwork(hidden, layer_norm=config["layer_norm"])
+        critic_net = ValueNetwork(hidden, num_heads=2, layer_norm=config["layer_norm"])
+        value = TrainState.create(
+            apply_fn=value_net.apply,
+            params=value_net.init(value_key, observations)["params"],
+            tx=optax.adam(config["value_lr"]),
+        )
+        critic_params = critic_net.init(critic_key, observations, actions)["params"]
+        critic = TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=optax.adam(config["critic_lr"]))
+
+        tokenizer = None
+        if config["extraction"] == "awr":
+            actor_net = GaussianPolicy(hidden, action_dim)
+        elif config["extraction"] == "ddpg":
+            actor_net = DeterministicPolicy(hidden, action_dim)
+        else:
+            tokenizer = fit_tokenizer(
+                config["tokenizer"],
+                example_batch["actions"],
+                token_key,
+                num_tokens=config["num_tokens"],
+                num_bins=config["num_bins"],
+                iterations=config["kmeans_iterations"],
+            )
+            if isinstance(tokenizer, BinTokenizer):
+                actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"])
+            else:
+                actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens)
+        if config["actor_lr_schedule"] == "cosine":
+            actor_lr = optax.cosine_decay_schedule(config["actor_lr"], config["max_steps"])
+        elif config["actor_lr_schedule"] == "constant":
+            actor_lr = config["actor_lr"]
+        else:
+            raise ValueError(f"actor_lr_schedule must be 'cosine' or 'constant', got {config['actor_lr_schedule']!r}")
+        actor = TrainState.create(
+            apply_fn=actor_net.apply,
+            params=actor_net.init(actor_key, observations)["params"],
+            tx=optax.adam(actor_lr),
+        )
+        return cls(
+            value=value,
+            critic=critic,
+            target_critic_params=critic_params,
+            actor=actor,
+            tokenizer=tokenizer,
+            config=config,
+        )
+
+    def total_loss(self, params: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+        config = self.config
+        observations, actions = batch["observations"], batch["actions"]
+        batch_size = observations.shape[0]
+
+        target_q = self.critic.apply_fn({"params": self.target_critic_params}, observations, actions).min(axis=0)
+        target_q = jax.lax.stop_gradient(target_q)
+        both_values = self.value.apply_fn(
+            {"params": params["value"]}, jnp.concatenate([observations, batch["next_observations"]], axis=0)
+        )
+        value, next_value = both_values[:batch_size], jax.lax.stop_gradient(both_values[batch_size:])
+
+        v_loss, v_info = value_loss(target_q, value, config["expectile"])
+        td_target = batch["rewards"] + config["discount"] * (1.0 - batch["terminals"]) * next_value
+        q = self.critic.apply_fn({"params": params["critic"]}, observations, actions)
+        q_loss, q_info = critic_loss(q, td_target)
+
+        advantage = target_q - jax.lax.stop_gradient(value)
+        a_loss, a_info = self.actor_loss(params["actor"], batch, advantage)
+        info = {**v_info, **q_info, **a_info, "advantage": advantage.mean()}
+        return v_loss + q_loss + a_loss, info
+
+    def actor_loss(self, actor_params: Any, batch: dict[str, jax.Array], advantage: jax.Array) -> tuple[jax.Array, dict]:
+        config = self.config
+        observations, actions = batch["observations"], batch["actions"]
+        extraction = config["extraction"]
+        if extraction == "ddpg":
+            policy_actions = jnp.tanh(self.actor.apply_fn({"params": actor_params}, observations))
+            q_policy = self.critic.apply_fn(
+                {"params": jax.lax.stop_gradient(self.critic.params)}, observations, policy_actions
+            ).min(axis=0)
+            return ddpg_loss(q_policy, policy_actions, actions, config["bc_weight"], config["normalize_q_loss"])
+        weights = awr_weights(advantage, config["temperature"], config["max_weight"])
+        dist = self.actor.apply_fn({"params": actor_params}, observations)
+        if extraction == "awr":
+            loss, info = awr_loss(dist, actions, weights)
+            return loss, {**info, "policy_std": dist.stddev().mean()}
+        tokens = self.tokenizer.encode(actions)
+        loss, info = awr_loss(dist, tokens, weights)
+        return loss, {**info, "policy_entropy": dist.entropy().mean()}
+
+    @jax.jit
+    def update(self, batch: dict[str, jax.Array]) -> tuple[IQLAgent, dict]:
+        params = {"value": self.value.params, "critic": self.critic.params, "actor": self.actor.params}
+        grads, info = jax.grad(self.total_loss, has_aux=True)(params, batch)
+        value = self.value.apply_gradients(grads=grads["value"])
+        critic = self.critic.apply_gradients(grads=grads["critic"])
+        actor = self.actor.apply_gradients(grads=grads["actor"])
+        target = polyak_update(critic.params, self.target_critic_params, self.config["tau"])
+        return self.replace(value=value, critic=critic, actor=actor, target_critic_params=target), info
+
+    @functools.partial(jax.jit, static_argnames=("deterministic",))
+    def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
+        extraction = self.config["extraction"]
+        if extraction == "ddpg":
+            raw = self.actor.apply_fn({"params": self.actor.params}, observations)
+            return jnp.tanh(raw) if self.config["eval_squash"] == "tanh" else jnp.clip(raw, -1.0, 1.0)
+        dist = self.actor.apply_fn({"params": self.actor.params}, observations)
+        if extraction == "awr":
+            actions = dist.mode() if deterministic else dist.sample(seed=key)
+            return jnp.clip(actions, -1.0, 1.0)
+        tokens = dist.mode() if deterministic else dist.sample(seed=key)
+        return self.tokenizer.decode(tokens)
+
+    def q_values(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        """min over the twin heads of Q(s, a), for diagnostics (Q on data vs policy actions)."""
+        return self.critic.apply_fn({"params": self.critic.params}, observations, actions).min(axis=0)

@@ -1,0 +1,95 @@
+"""Evaluation: a batch of episodes in a gymnasium vector env, one batched policy call per step."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, deterministic: bool) -> PolicyFn:
+    """The agent's action sampler on raw environment observations (normalized as in training)."""
+
+    def policy(observations: jax.Array, key: jax.Array) -> jax.Array:
+        return agent.sample_actions((observations - obs_mean) / obs_std, key, deterministic=deterministic)
+
+    return jax.jit(policy)
+
+
+def run_episodes(envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, seed: int) -> dict[str, np.ndarray]:
+    """Exactly one episode per sub-environment.
+
+    Sub-environments that finish early keep stepping (the vector env resets them), but
+    nothing after their first episode is counted. Success is whether the env ever
+    reported `success`/`is_success` during the episode.
+    """
+    num_envs = envs.num_envs
+    observations, _ = envs.reset(seed=seed)
+    returns = np.zeros(num_envs)
+    lengths = np.zeros(num_envs, dtype=np.int64)
+    successes = np.zeros(num_envs, dtype=bool)
+    active = np.ones(num_envs, dtype=bool)
+    observations_seen, actions_taken = [], []
+    while active.any():
+        key, step_key = jax.random.split(key)
+        actions = np.asarray(policy(jnp.asarray(observations, jnp.float32), step_key))
+        observations_seen.append(np.asarray(observations)[active])
+        actions_taken.append(actions[active])
+        env_actions = actions[:, 0].astype(np.int64) if isinstance(envs.single_action_space, gym.spaces.Discrete) else actions
+        observations, rewards, terminations, truncations, infos = envs.step(env_actions)
+        returns += np.where(active, rewards, 0.0)
+        lengths += active
+        for name in ("success", "is_success"):
+            if name in infos:
+                successes |= active & np.asarray(infos[name], dtype=bool)
+        active &= ~(np.asarray(terminations) | np.asarray(truncations))
+    return {
+        "returns": returns,
+        "lengths": lengths,
+        "successes": successes,
+        "observations": np.concatenate(observations_seen),
+        "actions": np.concatenate(actions_taken),
+    }
+
+
+def summarize_episodes(
+    episodes: dict[str, np.ndarray], normalize: Callable[[np.ndarray], np.ndarray | None] | None = None
+) -> dict[str, float]:
+    returns = episodes["returns"]
+    metrics = {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "length_mean": float(episodes["lengths"].mean()),
+        "episodes": int(len(returns)),
+        "success_rate": float(episodes["successes"].mean()),
+    }
+    normalized = normalize(returns) if normalize is not None else None
+    if normalized is not None:
+        normalized = np.asarray(normalized)
+        metrics["normalized_score"] = float(normalized.mean())
+        metrics["normalized_score_std"] = float(normalized.std())
+    return metrics
+
+
+def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, title: str = "") -> Any:
+    """Dataset actions next to policy actions (2-D action spaces): where mean-matching shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for axis, actions, label in ((axes[0], dataset_actions, "dataset"), (axes[1], policy_actions, "policy")):
+        axis.scatter(actions[:, 0], actions[:, 1], s=2, alpha=0.3)
+        axis.set_title(f"{label} actions")
+        axis.set_xlim(-1.1, 1.1)
+        axis.set_ylim(-1.1, 1.1)
+        axis.set_aspect("equal")
+    if title:
+        figure.suptitle(title)
+    return figure

@@ -1,0 +1,40 @@
+"""Train an agent: python scripts/train.py --agent iql-ddpg [--dataset ID_OR_FILE] [--key value ...]
+
+Every config key can be overridden as --key value or --key=value (see offrl/config.py and
+configs/); --config FILE.yaml merges a preset; --resume RUN_DIR continues a killed run.
+Exit status 0 on success; otherwise one line on stderr says why.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from offrl.cli import main_guard
+
+
+def main(argv: list[str] | None = None) -> int:
+    from offrl import config as cfg
+    from offrl.train import resolve_config, run
+
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        from agents import agent_names
+
+        print(__doc__)
+        print("agents:", ", ".join(agent_names()))
+        print("run settings:", ", ".join(cfg.valid_keys(cfg.RUN_DEFAULTS)))
+        return 0
+    overrides = cfg.parse_overrides(argv)
+    config = resolve_config(overrides)
+    summary = run(config)
+    score = summary.get("normalized_score")
+    headline = f"normalized score {score:.1f}" if score is not None else f"return {summary['return_mean']:.1f}"
+    print(
+        f"offrl: final {headline} (return {summary['return_mean']:.1f} +- {summary['return_std']:.1f}, "
+        f"success {summary['success_rate']:.2f}) over {summary['episodes']} episodes -> {config['run_dir']}/summary.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -1,0 +1,157 @@
+"""IQL: the losses against their definitions, the target network, the extraction strategies."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from agents import get_agent
+from agents.iql import awr_weights, expectile_loss
+from offrl.tokenizers import BinTokenizer, fit_tokenizer
+
+
+def random_batch(n: int = 256, obs_dim: int = 6, action_dim: int = 2, seed: int = 0) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, size=(n, action_dim)), jnp.float32),
+        "rewards": jnp.asarray(rng.normal(size=n), jnp.float32),
+        "next_observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "terminals": jnp.asarray(rng.uniform(size=n) < 0.1, jnp.float32),
+    }
+
+
+def make_agent(name: str, **overrides):
+    cls, config = get_agent(name)
+    config.update(hidden_dims=(32, 32), **overrides)
+    return cls.create(config, random_batch(), jax.random.PRNGKey(0))
+
+
+def test_expectile_loss_matches_definition():
+    diff = jnp.array([2.0, -2.0, 0.5, -0.5, 0.0])
+    tau = 0.7
+    expected = np.array([0.7 * 4, 0.3 * 4, 0.7 * 0.25, 0.3 * 0.25, 0.0])
+    np.testing.assert_allclose(expectile_loss(diff, tau), expected, rtol=1e-6)
+    # The minimizer of the expected expectile loss over samples is the tau-expectile, above the mean for tau > 0.5.
+    samples = jnp.asarray(np.random.default_rng(0).normal(size=4000), jnp.float32)
+    grid = jnp.linspace(-1, 1, 2001)
+    best = grid[jnp.argmin(jax.vmap(lambda v: expectile_loss(samples - v, 0.9).mean())(grid))]
+    assert 0.5 < float(best) < 1.0
+
+
+def test_awr_weights_are_clipped():
+    weights = awr_weights(jnp.array([-1.0, 0.0, 1.0, 10.0]), temperature=3.0, max_weight=100.0)
+    np.testing.assert_allclose(weights, [np.exp(-3.0), 1.0, np.exp(3.0), 100.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["iql-awr", "iql-ddpg", "iql-dawr"])
+def test_target_network_moves_by_tau(name):
+    agent = make_agent(name, tau=0.1)
+    old_target = agent.target_critic_params
+    new_agent, info = agent.update(random_batch(seed=1))
+    expected = jax.tree_util.tree_map(
+        lambda online, target: 0.1 * online + 0.9 * target, new_agent.critic.params, old_target
+    )
+    for got, want in zip(jax.tree_util.tree_leaves(new_agent.target_critic_params), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert all(np.isfinite(float(v)) for v in info.values())
+    # Only the online critic moved by its gradient; the target moved only a tau fraction of the way.
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), new_agent.critic.params, agent.critic.params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def test_critic_regresses_on_td_target():
+    """With V frozen at zero and no terminals, Q converges to the reward."""
+    agent = make_agent("iql-awr", discount=0.0, critic_lr=1e-2)
+    batch = random_batch(n=64, seed=3)
+    batch["rewards"] = batch["actions"][:, 0] * 2.0
+    for _ in range(300):
+        agent, info = agent.update(batch)
+    q = agent.q_values(batch["observations"], batch["actions"])
+    np.testing.assert_allclose(q, batch["rewards"], atol=0.1)
+
+
+def test_ddpg_actor_converges_to_argmax_of_quadratic_q():
+    agent = make_agent("iql-ddpg", actor_lr=1e-2, actor_lr_schedule="constant")
+    optimum = jnp.array([0.5, -0.3])
+
+    def quadratic_q(variables, observations, actions):
+        q = -((actions - optimum) ** 2).sum(-1)
+        return jnp.stack([q, q + 0.1])  # twin heads; the actor maximizes their min
+
+    agent = agent.replace(critic=agent.critic.replace(apply_fn=quadratic_q))
+    batch = random_batch(seed=2)
+    tx = optax.adam(1e-2)
+    params = agent.actor.params
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        grads, _ = jax.grad(agent.actor_loss, has_aux=True)(params, batch, jnp.zeros(256))
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    for _ in range(500):
+        params, opt_state = step(params, opt_state)
+    trained = agent.replace(actor=agent.actor.replace(params=params))
+    actions = trained.sample_actions(batch["observations"], jax.random.PRNGKey(0), deterministic=True)
+    np.testing.assert_allclose(actions, np.broadcast_to(optimum, actions.shape), atol=0.02)
+
+
+@pytest.mark.parametrize("squash", ["tanh", "clip"])
+def test_ddpg_eval_squash(squash):
+    agent = make_agent("iql-ddpg", eval_squash=squash)
+    # Push the pre-activation far outside [-1, 1] to see the squash.
+    params = jax.tree_util.tree_map(lambda x: x, agent.actor.params)
+    params["Dense_0"] = {"bias": jnp.array([3.0, -0.5]), "kernel": jnp.zeros_like(params["Dense_0"]["kernel"])}
+    agent = agent.replace(actor=agent.actor.replace(params=params))
+    actions = np.asarray(agent.sample_actions(random_batch()["observations"][:4], jax.random.PRNGKey(0), True))
+    expected = np.tanh([3.0, -0.5]) if squash == "tanh" else np.array([1.0, -0.5])
+    np.testing.assert_allclose(actions, np.broadcast_to(expected, actions.shape), atol=1e-5)
+
+
+def test_awr_policy_std_is_logged_and_actions_bounded():
+    agent = make_agent("iql-awr")
+    agent, info = agent.update(random_batch())
+    assert 0.0 < float(info["policy_std"]) < 10.0
+    actions = agent.sample_actions(random_batch()["observations"], jax.random.PRNGKey(0))
+    assert np.all(np.abs(np.asarray(actions)) <= 1.0)
+
+
+def test_kmeans_tokenizer_round_trips_circle_actions():
+    angles = np.random.default_rng(0).uniform(0, 2 * np.pi, 5000)
+    actions = jnp.asarray(np.stack([np.cos(angles), np.sin(angles)], -1), jnp.float32)
+    tokenizer = fit_tokenizer("kmeans", actions, jax.random.PRNGKey(0), num_tokens=64, num_bins=0)
+    decoded = tokenizer.decode(tokenizer.encode(actions))
+    # 64 codewords on a circle: each arc spans 2*pi/64, so the nearest codeword is within half an arc.
+    assert float(jnp.linalg.norm(decoded - actions, axis=-1).max()) < 2 * np.pi / 64
+    # Codewords stay near the circle (joint structure kept), unlike per-dimension bin centres.
+    np.testing.assert_allclose(jnp.linalg.norm(tokenizer.codebook, axis=-1), 1.0, atol=0.01)
+
+
+def test_bin_tokenizer_round_trips_within_bin_width():
+    actions = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2000, 3)), jnp.float32)
+    tokenizer = fit_tokenizer("bins", actions, jax.random.PRNGKey(0), num_tokens=0, num_bins=16)
+    assert isinstance(tokenizer, BinTokenizer)
+    tokens = tokenizer.encode(actions)
+    assert tokens.shape == (2000, 3) and int(tokens.min()) == 0 and int(tokens.max()) == 15
+    width = (tokenizer.high - tokenizer.low) / 16
+    assert bool(jnp.all(jnp.abs(tokenizer.decode(tokens) - actions) <= width / 2 + 1e-6))
+
+
+@pytest.mark.parametrize("tokenizer", ["kmeans", "bins"])
+def test_dawr_update_and_sampling(tokenizer):
+    agent = make_agent("iql-dawr", tokenizer=tokenizer, num_tokens=16, num_bins=8)
+    agent, info = agent.update(random_batch())
+    assert np.isfinite(float(info["actor_loss"]))
+    greedy = agent.sample_actions(random_batch()["observations"][:8], jax.random.PRNGKey(0), deterministic=True)
+    sampled = agent.sample_actions(random_batch()["observations"][:8], jax.random.PRNGKey(0), deterministic=False)
+    assert greedy.shape == sampled.shape == (8, 2)
+
+
+def test_unknown_extraction_is_an_error():
+    with pytest.raises(ValueError, match="valid: awr, ddpg, dawr"):
+        make_agent("iql-awr", extraction="sac")
