@@ -15,7 +15,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -90,13 +90,20 @@ def minari_transitions(dataset: minari.MinariDataset) -> Transitions:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # an unreadable cache (say, a write cut short) is rebuilt below
     transitions = read_minari_transitions(dataset)
+    write_transitions_cache(dataset, transitions)
+    return transitions
+
+
+def write_transitions_cache(dataset: minari.MinariDataset, transitions: Transitions) -> None:
+    """Save `transitions` as the dataset's current cache (a generator that still holds the
+    arrays writes it, so the first load skips reading the store)."""
+    cache_path = Path(dataset.storage.data_path).parent / CACHE_FILE
     temporary = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
     try:
-        np.savez(temporary, key=np.asarray(key), **transitions.as_dict())
+        np.savez(temporary, key=np.asarray(_cache_key(dataset)), **transitions.as_dict())
         os.replace(temporary, cache_path)
     except OSError:
         temporary.unlink(missing_ok=True)
-    return transitions
 
 
 def _cache_key(dataset: minari.MinariDataset) -> str:
@@ -114,8 +121,24 @@ def read_minari_transitions(dataset: minari.MinariDataset) -> Transitions:
     Observations of each episode are flattened as a whole batch, and columns are joined with
     one `np.concatenate` at the end, so loading costs a few array copies per episode.
     """
-    observation_space = dataset.observation_space
-    action_space = dataset.action_space
+    storage_file = _storage_file(dataset)
+    try:
+        return transitions_from_episodes(
+            dataset.iterate_episodes(), dataset.observation_space, dataset.action_space, dataset.id, storage_file
+        )
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        raise DatasetError(
+            f"Minari dataset {dataset.id!r}: reading {storage_file} failed ({type(error).__name__}: {error}); "
+            "the file is probably corrupt: delete the dataset directory and fetch or generate it again."
+        ) from error
+
+
+def transitions_from_episodes(
+    episodes: Iterable[Any], observation_space: Any, action_space: Any, dataset_id: str, source: str
+) -> Transitions:
+    """Rows of Minari episodes (stored `EpisodeData` or in-memory `EpisodeBuffer`s)."""
     columns: dict[str, list[np.ndarray]] = {
         "observations": [],
         "next_observations": [],
@@ -124,23 +147,14 @@ def read_minari_transitions(dataset: minari.MinariDataset) -> Transitions:
         "terminals": [],
         "episode_ends": [],
     }
-    storage_file = _storage_file(dataset)
-    try:
-        for episode in dataset.iterate_episodes():
-            _append_episode(columns, episode, observation_space, action_space, dataset.id)
-    except DatasetError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise DatasetError(
-            f"Minari dataset {dataset.id!r}: reading {storage_file} failed ({type(error).__name__}: {error}); "
-            "the file is probably corrupt: delete the dataset directory and fetch or generate it again."
-        ) from error
+    for episode in episodes:
+        _append_episode(columns, episode, observation_space, action_space, dataset_id)
     if not columns["rewards"]:
-        raise DatasetError(f"Minari dataset {dataset.id!r} at {storage_file} has no steps.")
+        raise DatasetError(f"Minari dataset {dataset_id!r} at {source} has no steps.")
     arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
     for name in ("observations", "next_observations", "actions", "rewards"):
         if not np.isfinite(arrays[name]).all():
-            raise DatasetError(f"Minari dataset {dataset.id!r} ({storage_file}) has NaN or Inf in {name}.")
+            raise DatasetError(f"Minari dataset {dataset_id!r} ({source}) has NaN or Inf in {name}.")
     return make_transitions(**arrays)
 
 
