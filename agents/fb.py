@@ -1,0 +1,412 @@
+"""Forward-backward (FB) representations (Touati & Ollivier, 2021), reward-free.
+
+F(s, a, z)^T B(s') rho(ds') models the successor measure of the policy pi_z, counted from
+the next state: M^{pi_z}(s, a, ds') = sum_{t >= 0} gamma^t P(s_{t+1} in ds' | s, a, pi_z),
+and pi_z is greedy for Q_z(s, a) = F(s, a, z)^T z. Any reward r then has the zero-shot
+task vector z_r = E_rho[r(s) B(s)], the goal g has z = B(g), and pi_{z_r} is
+(approximately) optimal for r.
+
+The losses follow facebookresearch/controllable_agent (`fb_ddpg.py`, `discrete_fb.py`):
+
+* Measure loss, per F head k, on a batch of N transitions with B taken at next states:
+      0.5 * mean_{i != j} (F_k(s_i, a_i, z_i)^T B(s'_j) - gamma_i * target_M_ij)^2
+      - mean_i F_k(s_i, a_i, z_i)^T B(s'_i)
+  summed over the two heads, with gamma_i = gamma * (1 - terminal_i) and
+  target_M_ij = min_k target_F_k(s'_i, a'_i, z_i)^T target_B(s'_j). The min over target
+  heads (as in controllable_agent) counters the overestimation the greedy/actor next
+  action a'_i introduces, as in TD3.
+* Orthonormality of B, with C = B B^T over the batch (N x N), coefficient `ortho_coef`:
+      mean_{i != j} C_ij^2 - 2 * mean_i C_ii
+  B is normalised to norm sqrt(d), so the diagonal part is the constant -2d and is logged
+  only for comparability with controllable_agent; the off-diagonal part does the work.
+* z: uniform on the sphere of radius sqrt(d); a `mix_ratio` fraction of the batch instead
+  gets the normalised B of (shuffled) dataset states, so F is trained on the z's that
+  goal and reward inference will produce.
+* Continuous actions: a DDPG actor tanh(mu(s, z)) maximising min_k F_k(s, a, z)^T z, with
+  clipped Gaussian noise on the actions fed to F (as their TruncatedNormal actor).
+  Discrete actions (`discrete_actions`: number of actions): F(s, z) gives a d-vector per
+  action and the policy is argmax_a min_k F_k(s, a, z)^T z; no actor.
+
+Not included: controllable_agent's auxiliary Q loss (`q_loss`) and hindsight future
+goals; their networks are 1024 wide, the default here is 256 so it trains on a CPU.
+
+Observations for F and the actor are the dataset's observations; B sees
+`observations[..., goal_dims]` when `goal_dims` (a tuple of indices, e.g. the position
+coordinates for goal reaching) is set, else the full observation. The batch's rewards
+are never read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from offrl.networks import default_init, polyak_update
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "z_dim": 50,
+    "batch_size": 1024,
+    "learning_rate": 1e-4,
+    "tau": 0.01,
+    "gamma": 0.98,
+    "hidden_dim": 256,  # the paper uses 1024; 256 keeps CPU runs practical
+    "feature_dim": 256,
+    "backward_hidden_dim": 256,
+    "ortho_coef": 1.0,
+    "mix_ratio": 0.5,
+    "actor_noise": 0.2,
+    "actor_noise_clip": 0.3,
+    "discrete_actions": None,  # number of actions for the discrete (greedy) variant
+    "goal_dims": None,  # indices of the observation B sees; None: all of it
+    "exploration_epsilon": 0.2,  # discrete variant, non-deterministic sample_actions
+}
+
+Batch = dict[str, jax.Array]
+
+
+def project_to_sphere(x: jax.Array, radius: float) -> jax.Array:
+    """Rescale the last axis to norm `radius` (the FB normalisation of B and z)."""
+    return radius * x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def _embedding(hidden_dim: int, feature_dim: int) -> nn.Module:
+    # Dense -> LayerNorm -> tanh -> Dense -> relu, controllable_agent's "ntanh" preprocessor.
+    return nn.Sequential(
+        [
+            nn.Dense(hidden_dim, kernel_init=default_init()),
+            nn.LayerNorm(),
+            jnp.tanh,
+            nn.Dense(feature_dim, kernel_init=default_init()),
+            nn.relu,
+        ]
+    )
+
+
+class ForwardNetwork(nn.Module):
+    """Twin F heads on shared (s, a) and (s, z) embeddings: [2, ..., d], or [2, ..., A, d]
+    when `num_actions` is set (then no action input)."""
+
+    z_dim: int
+    hidden_dim: int
+    feature_dim: int
+    num_actions: int | None = None
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, z: jax.Array, actions: jax.Array | None = None) -> jax.Array:
+        first = observations if actions is None else jnp.concatenate([observations, actions], axis=-1)
+        features = jnp.concatenate(
+            [
+                _embedding(self.hidden_dim, self.feature_dim)(first),
+                _embedding(self.hidden_dim, self.feature_dim)(jnp.concatenate([observations, z], axis=-1)),
+            ],
+            axis=-1,
+        )
+        out_dim = self.z_dim * (self.num_actions or 1)
+        heads = [
+            nn.Sequential([nn.Dense(self.hidden_dim, kernel_init=default_init()), nn.relu, nn.Dense(out_dim, kernel_init=default_init())])(
+                features
+            )
+            for _ in range(2)
+        ]
+        out = jnp.stack(heads)
+        if self.num_actions is not None:
+            out = out.reshape(*out.shape[:-1], self.num_actions, self.z_dim)
+        return out
+
+
+class BackwardNetwork(nn.Module):
+    """B(s') projected to the sphere of radius sqrt(d)."""
+
+    z_dim: int
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, goals: jax.Array) -> jax.Array:
+        x = nn.Dense(self.hidden_dim, kernel_init=default_init())(goals)
+        x = jnp.tanh(nn.LayerNorm()(x))
+        x = nn.relu(nn.Dense(self.hidden_dim, kernel_init=default_init())(x))
+        x = nn.Dense(self.z_dim, kernel_init=default_init())(x)
+        return project_to_sphere(x, math.sqrt(self.z_dim))
+
+
+class Actor(nn.Module):
+    """mu(s, z) before tanh, on separate s and (s, z) embeddings."""
+
+    action_dim: int
+    hidden_dim: int
+    feature_dim: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, z: jax.Array) -> jax.Array:
+        features = jnp.concatenate(
+            [
+                _embedding(self.hidden_dim, self.feature_dim)(observations),
+                _embedding(self.hidden_dim, self.feature_dim)(jnp.concatenate([observations, z], axis=-1)),
+            ],
+            axis=-1,
+        )
+        x = nn.relu(nn.Dense(self.hidden_dim, kernel_init=default_init())(features))
+        return nn.Dense(self.action_dim, kernel_init=default_init())(x)
+
+
+def goal_inputs(observations: jax.Array, config: Any) -> jax.Array:
+    """The part of the observation B sees (`goal_dims`)."""
+    if config["goal_dims"] is None:
+        return observations
+    return observations[..., jnp.asarray(config["goal_dims"])]
+
+
+def sample_z(key: jax.Array, batch_size: int, z_dim: int) -> jax.Array:
+    """Uniform on the sphere of radius sqrt(d)."""
+    return project_to_sphere(jax.random.normal(key, (batch_size, z_dim)), math.sqrt(z_dim))
+
+
+def measure_loss(
+    F: jax.Array, B: jax.Array, target_M: jax.Array, discounts: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """FB measure loss summed over heads.
+
+    F: [heads, N, d] at (s_i, a_i, z_i); B: [N, d] at s'_j; target_M: [N, N] (no
+    gradient); discounts: [N], gamma * (1 - terminal_i).
+    """
+    n = B.shape[0]
+    off_diagonal = 1.0 - jnp.eye(n)
+    M = jnp.einsum("kid,jd->kij", F, B)
+    residual = M - discounts[:, None] * target_M
+    offdiag = 0.5 * jnp.sum(jnp.sum(residual**2 * off_diagonal, axis=(1, 2)) / (n * (n - 1)))
+    diag = -jnp.sum(jnp.mean(jnp.diagonal(M, axis1=1, axis2=2), axis=-1))
+    return offdiag + diag, {"fb_offdiag": offdiag, "fb_diag": diag, "M_diag": jnp.mean(jnp.diagonal(M, axis1=1, axis2=2))}
+
+
+def orthonormality_loss(B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """mean_{i != j} (B_i^T B_j)^2 - 2 mean_i B_i^T B_i, pushing E[B B^T] towards I."""
+    n = B.shape[0]
+    cov = B @ B.T
+    offdiag = jnp.sum((cov * (1.0 - jnp.eye(n))) ** 2) / (n * (n - 1))
+    diag = -2.0 * jnp.mean(jnp.diagonal(cov))
+    return offdiag + diag, {"orth_offdiag": offdiag, "orth_diag": diag}
+
+
+def greedy_actions(F: jax.Array, z: jax.Array) -> jax.Array:
+    """argmax_a min_k F_k(s, a, z)^T z for F: [heads, ..., A, d], z: [..., d]."""
+    q = jnp.min(jnp.einsum("k...ad,...d->k...a", F, z), axis=0)
+    return jnp.argmax(q, axis=-1)
+
+
+class FBAgent(flax.struct.PyTreeNode):
+    """F, B (with Polyak targets) and, for continuous actions, the actor; `z` is the task
+    `sample_actions` uses when called without one."""
+
+    rng: jax.Array
+    forward: TrainState
+    backward: TrainState
+    target_forward_params: Any
+    target_backward_params: Any
+    actor: TrainState | None
+    z: jax.Array  # zeros until with_task: set a task before evaluating
+    config: Any = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, config: dict, example_batch: Batch, key: jax.Array) -> FBAgent:
+        config = dict({**DEFAULT_CONFIG, **config})
+        if config["goal_dims"] is not None:
+            config["goal_dims"] = tuple(int(i) for i in config["goal_dims"])
+        config = flax.core.FrozenDict(config)
+        d = config["z_dim"]
+        discrete = config["discrete_actions"]
+        observations = jnp.asarray(example_batch["observations"][:1])
+        z = jnp.zeros((1, d))
+        forward_key, backward_key, actor_key, rng = jax.random.split(key, 4)
+
+        forward_def = ForwardNetwork(d, config["hidden_dim"], config["feature_dim"], discrete)
+        forward_inputs = (observations, z) if discrete else (observations, z, jnp.asarray(example_batch["actions"][:1]))
+        forward_params = forward_def.init(forward_key, *forward_inputs)["params"]
+        backward_def = BackwardNetwork(d, config["backward_hidden_dim"])
+        backward_params = backward_def.init(backward_key, goal_inputs(observations, config))["params"]
+
+        def make_state(module: nn.Module, params: Any) -> TrainState:
+            return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(config["learning_rate"]))
+
+        actor = None
+        if not discrete:
+            actor_def = Actor(example_batch["actions"].shape[-1], config["hidden_dim"], config["feature_dim"])
+            actor = make_state(actor_def, actor_def.init(actor_key, observations, z)["params"])
+        return cls(
+            rng=rng,
+            forward=make_state(forward_def, forward_params),
+            backward=make_state(backward_def, backward_params),
+            target_forward_params=forward_params,
+            target_backward_params=backward_params,
+            actor=actor,
+            z=jnp.zeros((d,)),
+            config=config,
+        )
+
+    # ---- evaluation of the networks -------------------------------------------------
+
+    def forward_values(self, observations: jax.Array, z: jax.Array, actions: jax.Array | None = None, params: Any = None) -> jax.Array:
+        """F: [2, N, d] at the given actions (continuous), [2, N, A, d] for discrete."""
+        params = self.forward.params if params is None else params
+        if self.config["discrete_actions"]:
+            return self.forward.apply_fn({"params": params}, observations, z)
+        return self.forward.apply_fn({"params": params}, observations, z, actions)
+
+    def backward_values(self, observations: jax.Array, params: Any = None) -> jax.Array:
+        """B of full observations (the goal slice is taken here)."""
+        params = self.backward.params if params is None else params
+        return self.backward.apply_fn({"params": params}, goal_inputs(observations, self.config))
+
+    def _policy_actions(self, observations: jax.Array, z: jax.Array, key: jax.Array, params: Any = None) -> jax.Array:
+        """tanh(mu(s, z)) plus clipped Gaussian noise, clipped to [-1, 1] (continuous)."""
+        params = self.actor.params if params is None else params
+        mean = jnp.tanh(self.actor.apply_fn({"params": params}, observations, z))
+        noise = jnp.clip(
+            self.config["actor_noise"] * jax.random.normal(key, mean.shape),
+            -self.config["actor_noise_clip"],
+            self.config["actor_noise_clip"],
+        )
+        return jnp.clip(mean + noise, -1.0, 1.0)
+
+    # ---- training -------------------------------------------------------------------
+
+    def _training_z(self, key: jax.Array, observations: jax.Array) -> jax.Array:
+        sphere_key, perm_key, mix_key = jax.random.split(key, 3)
+        n, d = observations.shape[0], self.config["z_dim"]
+        z = sample_z(sphere_key, n, d)
+        shuffled = jax.random.permutation(perm_key, observations)
+        from_data = jax.lax.stop_gradient(self.backward_values(shuffled))
+        use_data = jax.random.uniform(mix_key, (n, 1)) < self.config["mix_ratio"]
+        return jnp.where(use_data, from_data, z)
+
+    def _target_measure(self, batch: Batch, z: jax.Array, key: jax.Array) -> jax.Array:
+        """min over target heads of target_F(s', a', z)^T target_B(s'_j): [N, N]."""
+        next_obs = batch["next_observations"]
+        if self.config["discrete_actions"]:
+            target_F = self.forward_values(next_obs, z, params=self.target_forward_params)
+            next_actions = greedy_actions(target_F, z)
+            target_F = jnp.take_along_axis(target_F, next_actions[None, :, None, None], axis=2)[:, :, 0]
+        else:
+            next_actions = self._policy_actions(next_obs, z, key)
+            target_F = self.forward_values(next_obs, z, next_actions, params=self.target_forward_params)
+        target_B = self.backward_values(next_obs, params=self.target_backward_params)
+        return jnp.min(jnp.einsum("kid,jd->kij", target_F, target_B), axis=0)
+
+    def fb_loss(self, forward_params: Any, backward_params: Any, batch: Batch, z: jax.Array, target_M: jax.Array) -> tuple[jax.Array, dict]:
+        F = self.forward_values(batch["observations"], z, batch["actions"], params=forward_params)
+        if self.config["discrete_actions"]:
+            actions = batch["actions"][:, 0].astype(jnp.int32)
+            F = jnp.take_along_axis(F, actions[None, :, None, None], axis=2)[:, :, 0]
+        B = self.backward_values(batch["next_observations"], params=backward_params)
+        discounts = self.config["gamma"] * (1.0 - batch["terminals"])
+        fb, fb_info = measure_loss(F, B, target_M, discounts)
+        orth, orth_info = orthonormality_loss(B)
+        loss = fb + self.config["ortho_coef"] * orth
+        return loss, {"fb_loss": fb, "orth_loss": orth, **fb_info, **orth_info}
+
+    def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        actions = self._policy_actions(observations, z, key, params=actor_params)
+        q = jnp.min(jnp.einsum("kid,id->ki", self.forward_values(observations, z, actions), z), axis=0)
+        return -jnp.mean(q), {"actor_loss": -jnp.mean(q), "q": jnp.mean(q)}
+
+    def update(self, batch: Batch) -> tuple[FBAgent, dict]:
+        rng, z_key, target_key, actor_key = jax.random.split(self.rng, 4)
+        z = self._training_z(z_key, batch["observations"])
+        target_M = jax.lax.stop_gradient(self._target_measure(batch, z, target_key))
+        grads, info = jax.grad(self.fb_loss, argnums=(0, 1), has_aux=True)(
+            self.forward.params, self.backward.params, batch, z, target_M
+        )
+        agent = self.replace(
+            rng=rng,
+            forward=self.forward.apply_gradients(grads=grads[0]),
+            backward=self.backward.apply_gradients(grads=grads[1]),
+        )
+        if agent.actor is not None:
+            # The actor climbs the freshly updated F, as controllable_agent orders the steps.
+            actor_grads, actor_info = jax.grad(agent.actor_loss, has_aux=True)(agent.actor.params, batch["observations"], z, actor_key)
+            agent = agent.replace(actor=agent.actor.apply_gradients(grads=actor_grads))
+            info.update(actor_info)
+        tau = self.config["tau"]
+        agent = agent.replace(
+            target_forward_params=polyak_update(agent.forward.params, agent.target_forward_params, tau),
+            target_backward_params=polyak_update(agent.backward.params, agent.target_backward_params, tau),
+        )
+        return agent, info
+
+    # ---- acting ---------------------------------------------------------------------
+
+    def with_task(self, z: jax.Array) -> FBAgent:
+        """Fix the task for `sample_actions` calls that pass no z (shared evaluation)."""
+        return self.replace(z=jnp.asarray(z, jnp.float32).reshape(self.z.shape))
+
+    def q_values(self, observations: jax.Array, z: jax.Array) -> jax.Array:
+        """min_k F_k(s, a, z)^T z for every action: [..., A] (discrete variant only)."""
+        z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
+        return jnp.min(jnp.einsum("k...ad,...d->k...a", self.forward_values(observations, z), z), axis=0)
+
+    def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False, z: jax.Array | None = None) -> jax.Array:
+        """pi_z(s). Discrete: int32 indices, epsilon-greedy unless deterministic.
+        Continuous: tanh(mu(s, z)), plus the training noise unless deterministic."""
+        z = self.z if z is None else jnp.asarray(z, jnp.float32)
+        z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
+        if self.config["discrete_actions"]:
+            greedy = jnp.argmax(self.q_values(observations, z), axis=-1).astype(jnp.int32)
+            if deterministic:
+                return greedy
+            explore_key, action_key = jax.random.split(key)
+            explore = jax.random.uniform(explore_key, greedy.shape) < self.config["exploration_epsilon"]
+            random = jax.random.randint(action_key, greedy.shape, 0, self.config["discrete_actions"])
+            return jnp.where(explore, random, greedy)
+        if deterministic:
+            return jnp.tanh(self.actor.apply_fn({"params": self.actor.params}, observations, z))
+        return self._policy_actions(observations, z, key)
+
+
+# ---- zero-shot task inference -------------------------------------------------------
+
+
+def infer_z_from_goal(agent: FBAgent, goal_observation: jax.Array) -> jax.Array:
+    """z = B(g) on the sphere: pi_z then maximises the discounted occupancy of g."""
+    return project_to_sphere(agent.backward_values(jnp.asarray(goal_observation, jnp.float32)), math.sqrt(agent.config["z_dim"]))
+
+
+def infer_z_from_rewards(
+    agent: FBAgent,
+    observations: jax.Array,
+    rewards: jax.Array,
+    max_samples: int = 10_000,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """z = E[r(s) B(s)] over a sample of states, on the sphere.
+
+    `observations` should be the states the rewards are received in (for dataset rewards
+    r(s, a, s'), the next observations), drawn from the data distribution rho, since the
+    expectation is under rho; at most `max_samples` random rows are used.
+    """
+    observations = jnp.asarray(observations, jnp.float32)
+    rewards = jnp.asarray(rewards, jnp.float32).reshape(-1)
+    if observations.shape[0] > max_samples:
+        key = jax.random.PRNGKey(0) if key is None else key
+        rows = jax.random.choice(key, observations.shape[0], (max_samples,), replace=False)
+        observations, rewards = observations[rows], rewards[rows]
+    z = jnp.mean(rewards[:, None] * agent.backward_values(observations), axis=0)
+    return project_to_sphere(z, math.sqrt(agent.config["z_dim"]))
+
+
+def infer_z_from_reward_fn(
+    agent: FBAgent,
+    observations: jax.Array,
+    reward_fn: Callable[[jax.Array], jax.Array],
+    max_samples: int = 10_000,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """`infer_z_from_rewards` with r = reward_fn(observations) (batched over rows)."""
+    observations = jnp.asarray(observations, jnp.float32)
+    return infer_z_from_rewards(agent, observations, reward_fn(observations), max_samples, key)

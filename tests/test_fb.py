@@ -1,0 +1,188 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.fb import (
+    FBAgent,
+    infer_z_from_goal,
+    infer_z_from_reward_fn,
+    infer_z_from_rewards,
+    measure_loss,
+    orthonormality_loss,
+)
+from offrl.buffer import ReplayBuffer
+from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset
+
+# Two 3x2 rooms joined by two doorways: 13 states, small enough to train in seconds.
+TWO_ROOMS = """
+#######
+#..#..#
+#.....#
+#..#..#
+#######
+"""
+
+
+def train(agent, buffer, num_updates, seed=0, chunk=500):
+    """Fused loop: jit + lax.scan over sample-and-update, in chunks of `chunk` updates."""
+
+    @jax.jit
+    def run(agent, key):
+        def body(agent, step_key):
+            return agent.update(buffer.sample(step_key, agent.config["batch_size"]))
+
+        return jax.lax.scan(body, agent, jax.random.split(key, chunk))
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_updates // chunk)
+    for key in keys:
+        agent, info = run(agent, key)
+    return agent, info
+
+
+def train_gridworld_fb(layout, num_updates, **config):
+    env = GridWorld(layout)
+    data = collect_uniform_dataset(env, num_steps=50_000, seed=0)
+    buffer = ReplayBuffer.from_transitions(data)
+    config = {"discrete_actions": 4, "learning_rate": 1e-3, **config}
+    agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
+    info = {}
+    if num_updates:
+        agent, info = train(agent, buffer, num_updates)
+    return env, data, agent, info
+
+
+def goal_success_rate(env, agent, slack=1.5):
+    """Fraction of (start, goal != start) pairs reached greedily within slack x shortest path."""
+    distances = env.shortest_path_lengths()
+    observations = jnp.eye(env.num_states)
+    zs = infer_z_from_goal(agent, observations)
+    policies = np.asarray(jax.vmap(lambda z: agent.sample_actions(observations, None, True, z=z))(zs))
+    successes = []
+    for goal in range(env.num_states):
+        for start in range(env.num_states):
+            if start == goal:
+                continue
+            state = start
+            for _ in range(int(np.floor(slack * distances[start, goal]))):
+                state = env.next_state(state, policies[goal, state])
+                if state == goal:
+                    break
+            successes.append(state == goal)
+    return float(np.mean(successes))
+
+
+def test_measure_loss_matches_double_loop():
+    rng = np.random.default_rng(0)
+    heads, n, d = 2, 6, 3
+    F = rng.normal(size=(heads, n, d)).astype(np.float32)
+    B = rng.normal(size=(n, d)).astype(np.float32)
+    target_M = rng.normal(size=(n, n)).astype(np.float32)
+    discounts = np.array([0.9, 0.9, 0.0, 0.9, 0.9, 0.0], np.float32)
+
+    expected_offdiag = expected_diag = 0.0
+    for k in range(heads):
+        squares = [
+            (F[k, i] @ B[j] - discounts[i] * target_M[i, j]) ** 2 for i in range(n) for j in range(n) if i != j
+        ]
+        expected_offdiag += 0.5 * np.mean(squares)
+        expected_diag -= np.mean([F[k, i] @ B[i] for i in range(n)])
+
+    loss, info = measure_loss(jnp.asarray(F), jnp.asarray(B), jnp.asarray(target_M), jnp.asarray(discounts))
+    np.testing.assert_allclose(float(info["fb_offdiag"]), expected_offdiag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["fb_diag"]), expected_diag, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected_offdiag + expected_diag, rtol=1e-5)
+
+
+def test_orthonormality_loss_matches_numpy():
+    B = np.random.default_rng(1).normal(size=(7, 4)).astype(np.float32)
+    offdiag = np.mean([(B[i] @ B[j]) ** 2 for i in range(7) for j in range(7) if i != j])
+    diag = -2.0 * np.mean([B[i] @ B[i] for i in range(7)])
+    loss, info = orthonormality_loss(jnp.asarray(B))
+    np.testing.assert_allclose(float(info["orth_offdiag"]), offdiag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["orth_diag"]), diag, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), offdiag + diag, rtol=1e-5)
+    # At the FB normalisation (row norm sqrt(d)), orthogonal rows beat random ones.
+    random_rows = 2.0 * B[:4] / np.linalg.norm(B[:4], axis=-1, keepdims=True)
+    assert float(orthonormality_loss(2.0 * jnp.eye(4))[0]) < float(orthonormality_loss(jnp.asarray(random_rows))[0])
+
+
+def test_continuous_update_and_inference_shapes():
+    rng = np.random.default_rng(0)
+    n, obs_dim, action_dim = 64, 5, 2
+    batch = {
+        "observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, size=(n, action_dim)), jnp.float32),
+        "rewards": jnp.zeros(n),
+        "next_observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "terminals": jnp.zeros(n),
+    }
+    config = {"z_dim": 8, "batch_size": n, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "goal_dims": (0, 1)}
+    agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
+    before = agent.backward.params
+    agent, info = jax.jit(FBAgent.update)(agent, batch)
+    assert {"fb_diag", "fb_offdiag", "orth_diag", "orth_offdiag", "actor_loss"} <= set(info)
+    assert all(np.isfinite(float(v)) for v in info.values())
+    assert not np.allclose(before["Dense_0"]["kernel"], agent.backward.params["Dense_0"]["kernel"])
+    # B reads only the goal dims, so changing the others leaves z unchanged.
+    goal = batch["observations"][0]
+    z = infer_z_from_goal(agent, goal)
+    np.testing.assert_allclose(z, infer_z_from_goal(agent, goal.at[2:].set(7.0)), atol=1e-6)
+    np.testing.assert_allclose(jnp.linalg.norm(z), np.sqrt(8), rtol=1e-5)
+    actions = agent.with_task(z).sample_actions(batch["observations"], jax.random.PRNGKey(1), deterministic=True)
+    assert actions.shape == (n, action_dim) and float(jnp.abs(actions).max()) <= 1.0
+    np.testing.assert_allclose(actions, agent.sample_actions(batch["observations"], None, True, z=z), atol=1e-6)
+
+
+def test_reward_inference_of_goal_indicator_equals_goal_z():
+    """With one-hot states, E_rho[1{s = g} B(s)] is rho(g) B(g): the same direction as B(g).
+
+    This holds for any B, so an untrained agent suffices."""
+    env, data, agent, _ = train_gridworld_fb(TWO_ROOMS, 0, z_dim=16, hidden_dim=64, feature_dim=64, backward_hidden_dim=64, batch_size=128)
+    goal = 5
+    rewards = data.next_observations[:, goal]
+    z_rewards = infer_z_from_rewards(agent, data.next_observations, rewards)
+    z_fn = infer_z_from_reward_fn(agent, data.next_observations, lambda obs: obs[:, goal])
+    z_goal = infer_z_from_goal(agent, np.eye(env.num_states, dtype=np.float32)[goal])
+    np.testing.assert_allclose(z_rewards, z_goal, atol=1e-4)
+    np.testing.assert_allclose(z_fn, z_goal, atol=1e-4)
+    other = infer_z_from_goal(agent, np.eye(env.num_states, dtype=np.float32)[goal + 1])
+    assert not np.allclose(other, z_goal, atol=1e-2)
+
+
+def test_zero_shot_goal_reaching_two_rooms():
+    env, _, agent, info = train_gridworld_fb(TWO_ROOMS, 3000, z_dim=32, hidden_dim=128, feature_dim=128, backward_hidden_dim=128, batch_size=256)
+    assert np.isfinite(np.asarray(info["fb_loss"])).all()
+    untrained = FBAgent.create(agent.config, {"observations": jnp.eye(env.num_states)[:2], "actions": jnp.zeros((2, 1))}, jax.random.PRNGKey(0))
+    assert goal_success_rate(env, untrained) < 0.8  # the check can fail
+    assert goal_success_rate(env, agent) >= 0.95
+
+
+def successor_measure_error(env, data, agent, goal):
+    """Relative Frobenius error of F^T B rho against P (I - gamma P_pi)^-1 for pi = pi_z, z = B(goal)."""
+    gamma = agent.config["gamma"]
+    observations = jnp.eye(env.num_states)
+    z = infer_z_from_goal(agent, observations[goal])
+    zs = jnp.broadcast_to(z, (env.num_states, z.shape[-1]))
+    policy = np.asarray(agent.sample_actions(observations, None, True, z=z))
+    P = env.transition_matrix()
+    P_pi = P[np.arange(env.num_states), policy]
+    exact = np.einsum("sat,tu->sau", P, np.linalg.inv(np.eye(env.num_states) - gamma * P_pi))
+    rho = np.bincount(data.next_observations.argmax(-1), minlength=env.num_states) / len(data)
+    F = np.asarray(agent.forward_values(observations, zs)).mean(axis=0)  # [S, A, d], mean of the heads
+    B = np.asarray(agent.backward_values(observations))
+    estimate = np.einsum("sad,td->sat", F, B) * rho
+    return np.linalg.norm(estimate - exact) / np.linalg.norm(exact)
+
+
+@pytest.mark.slow
+def test_fb_reproduces_successor_measure_of_greedy_policy():
+    env, data, agent, _ = train_gridworld_fb(TWO_ROOMS, 20_000, z_dim=32, hidden_dim=256, feature_dim=256, backward_hidden_dim=256, batch_size=512)
+    errors = [successor_measure_error(env, data, agent, goal) for goal in (0, 6, 12)]
+    assert max(errors) < 0.10, errors
+
+
+@pytest.mark.slow
+def test_zero_shot_goal_reaching_four_rooms():
+    env, _, agent, _ = train_gridworld_fb(FOUR_ROOMS, 10_000, z_dim=64, hidden_dim=256, feature_dim=256, backward_hidden_dim=256, batch_size=512, learning_rate=5e-4)
+    assert goal_success_rate(env, agent) >= 0.95
