@@ -21,12 +21,19 @@ def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, determinist
     return jax.jit(policy)
 
 
-def run_episodes(envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, seed: int) -> dict[str, np.ndarray]:
+def run_episodes(
+    envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, seed: int
+) -> dict[str, np.ndarray]:
     """Exactly one episode per sub-environment.
 
     Sub-environments that finish early keep stepping (the vector env resets them), but
     nothing after their first episode is counted. Success is whether the env ever
     reported `success`/`is_success` during the episode.
+
+    Besides the per-episode results, every counted step is returned as a transition
+    (observations, actions, rewards, next_observations, terminals, episode_ends, env_ids),
+    in stepping order, so online agents train on exactly the episodes this collects;
+    `np.argsort(env_ids, kind="stable")` puts them in episode order.
     """
     num_envs = envs.num_envs
     observations, _ = envs.reset(seed=seed)
@@ -34,26 +41,35 @@ def run_episodes(envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, s
     lengths = np.zeros(num_envs, dtype=np.int64)
     successes = np.zeros(num_envs, dtype=bool)
     active = np.ones(num_envs, dtype=bool)
-    observations_seen, actions_taken = [], []
+    steps: dict[str, list[np.ndarray]] = {
+        name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
+    }
     while active.any():
         key, step_key = jax.random.split(key)
         actions = np.asarray(policy(jnp.asarray(observations, jnp.float32), step_key))
-        observations_seen.append(np.asarray(observations)[active])
-        actions_taken.append(actions[active])
+        steps["observations"].append(np.asarray(observations)[active])
+        steps["actions"].append(actions[active])
         env_actions = actions[:, 0].astype(np.int64) if isinstance(envs.single_action_space, gym.spaces.Discrete) else actions
         observations, rewards, terminations, truncations, infos = envs.step(env_actions)
+        terminations, truncations = np.asarray(terminations), np.asarray(truncations)
         returns += np.where(active, rewards, 0.0)
         lengths += active
         for name in ("success", "is_success"):
             if name in infos:
                 successes |= active & np.asarray(infos[name], dtype=bool)
-        active &= ~(np.asarray(terminations) | np.asarray(truncations))
+        # With NEXT_STEP autoreset the observation returned on a final step is still the
+        # episode's last state, not the next episode's first.
+        steps["next_observations"].append(np.asarray(observations)[active])
+        steps["rewards"].append(np.asarray(rewards, np.float32)[active])
+        steps["terminals"].append(terminations[active].astype(np.float32))
+        steps["episode_ends"].append((terminations | truncations)[active].astype(np.float32))
+        steps["env_ids"].append(np.flatnonzero(active))
+        active &= ~(terminations | truncations)
     return {
         "returns": returns,
         "lengths": lengths,
         "successes": successes,
-        "observations": np.concatenate(observations_seen),
-        "actions": np.concatenate(actions_taken),
+        **{name: np.concatenate(values) for name, values in steps.items()},
     }
 
 

@@ -142,6 +142,10 @@ def build_experiment(config: dict[str, Any], load_data: bool = True) -> Experime
     from offrl.data import load_dataset
 
     agent_cls, agent_defaults = get_agent(config["agent"])
+    if getattr(agent_cls, "online", False):
+        from offrl.online import build_online_experiment
+
+        return build_online_experiment(config, agent_cls, agent_defaults)
     transitions, spec = load_dataset(config["dataset"], env_id=config.get("env")) if load_data else (None, None)
     return Experiment(config, agent_cls, agent_defaults, spec, transitions)
 
@@ -173,7 +177,9 @@ def run(config: dict[str, Any], *, stop_after: int | None = None, progress: bool
     config["run_dir"] = str(run_dir)
     experiment = build_experiment(config)
     if getattr(experiment.agent_cls, "online", False):
-        raise cfg.ConfigError(f"agent {config['agent']!r} is online and is trained by the online loop")
+        from offrl.online import run_online
+
+        return run_online(experiment, resume=bool(resume_dir), stop_after=stop_after, progress=progress)
     transitions, spec = experiment.transitions, experiment.spec
     steps = int(config["steps"])
     eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
@@ -279,6 +285,11 @@ def restore_run(path: str | Path, which: str = "latest") -> tuple[LoopState, Exp
     manager_dir, step = ckpt.find_checkpoint(path, which)
     config = ckpt.load_config(ckpt.run_dir_of(manager_dir))
     experiment = build_experiment(config)
-    rows = experiment.transitions[: max(256, int(config.get("num_tokens", 0)))].as_dict()
+    if getattr(experiment.agent_cls, "online", False):  # no dataset: rows shaped like the env's
+        from offrl.online import example_batch
+
+        rows = example_batch(experiment.spec)
+    else:
+        rows = experiment.transitions[: max(256, int(config.get("num_tokens", 0)))].as_dict()
     abstract_state = jax.eval_shape(lambda: experiment.initial_state(rows))
     return ckpt.restore(manager_dir, step, abstract_state), experiment, step

@@ -1,0 +1,186 @@
+"""REINFORCE with baseline: returns and advantages by hand, episode collection, the exact
+short-corridor optimum, checkpoints through the scripts, resume, and (slow) CartPole."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.reinforce import compute_advantages, returns_to_go
+from offrl import config as cfg
+from offrl.envs.corridor import ENV_ID as CORRIDOR, OPTIMAL_RIGHT_PROBABILITY, expected_return
+from offrl.evaluation import run_episodes
+from offrl.online import env_spec, episode_rows, make_online_env
+from offrl.train import resolve_config, restore_run, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import evaluate as evaluate_script  # noqa: E402
+import train as train_script  # noqa: E402
+
+GAMMA = 0.5
+
+# Two episodes back to back, then two padding rows (one-row episodes, masked out):
+#   rows 0-2: rewards 1, 2, 3, terminates (no bootstrap even though V(s') is given);
+#   rows 3-4: rewards 1, 1, cut by a time limit at a state whose value is 4.
+HAND_BATCH = {
+    "rewards": jnp.array([1.0, 2.0, 3.0, 1.0, 1.0, 0.0, 0.0]),
+    "terminals": jnp.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+    "episode_ends": jnp.array([0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0]),
+    "masks": jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]),
+}
+NEXT_VALUES = jnp.array([9.0, 9.0, 100.0, 9.0, 4.0, 50.0, 50.0])
+VALUES = jnp.array([2.0, 3.0, 1.0, 2.0, 1.0, 7.0, 7.0])
+
+
+def test_returns_to_go_by_hand():
+    # Terminated: G2 = 3, G1 = 2 + .5 * 3 = 3.5, G0 = 1 + .5 * 3.5 = 2.75.
+    # Truncated, bootstrapped: G4 = 1 + .5 * 4 = 3, G3 = 1 + .5 * 3 = 2.5.
+    bootstrapped = returns_to_go(HAND_BATCH["rewards"], HAND_BATCH["terminals"], HAND_BATCH["episode_ends"], GAMMA, NEXT_VALUES)
+    np.testing.assert_allclose(bootstrapped[:5], [2.75, 3.5, 3.0, 2.5, 3.0])
+    # Without a value to bootstrap with the truncated episode's return stops at the limit: 1.5, 1.
+    plain = returns_to_go(HAND_BATCH["rewards"], HAND_BATCH["terminals"], HAND_BATCH["episode_ends"], GAMMA)
+    np.testing.assert_allclose(plain[:5], [2.75, 3.5, 3.0, 1.5, 1.0])
+
+
+def test_advantages_by_hand():
+    returns, advantages = compute_advantages(HAND_BATCH, GAMMA, VALUES, NEXT_VALUES, normalize=False)
+    np.testing.assert_allclose(advantages[:5], [0.75, 0.5, 2.0, 0.5, 2.0])
+    _, no_baseline = compute_advantages(HAND_BATCH, GAMMA, None, None, normalize=False)
+    np.testing.assert_allclose(no_baseline[:5], [2.75, 3.5, 3.0, 1.5, 1.0])
+
+    # Normalized over the five real steps of both episodes together; padding does not count.
+    _, normalized = compute_advantages(HAND_BATCH, GAMMA, VALUES, NEXT_VALUES, normalize=True)
+    raw = np.array([0.75, 0.5, 2.0, 0.5, 2.0])
+    np.testing.assert_allclose(normalized[:5], (raw - raw.mean()) / raw.std(), rtol=1e-5)
+    np.testing.assert_allclose(returns[:5], [2.75, 3.5, 3.0, 2.5, 3.0])
+
+
+def test_collected_episodes_are_contiguous_with_truncations_marked():
+    """Interleaved vector-env steps become whole episodes; a time limit is an end, not a terminal."""
+    from offrl.envs import make_eval_vector_env
+
+    spec = env_spec("CartPole-v1")
+    # A 12-step limit truncates some episodes of a random policy and not others.
+    spec = spec.__class__(**{**spec.__dict__, "env_factory": functools.partial(make_online_env, "CartPole-v1", max_episode_steps=12)})
+    envs = make_eval_vector_env(spec, 6, seed=0)
+    try:
+        random_policy = lambda obs, key: jax.random.bernoulli(key, 0.5, (obs.shape[0], 1)).astype(jnp.float32)  # noqa: E731
+        episodes = run_episodes(envs, random_policy, jax.random.PRNGKey(0), seed=3)
+    finally:
+        envs.close()
+    rows = episode_rows(episodes, capacity=6 * 12)
+    n = int(rows["masks"].sum())
+    assert n == episodes["lengths"].sum() and rows["masks"][:n].all()
+    ends = np.flatnonzero(rows["episode_ends"][:n])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    assert len(ends) == 6 and ends[-1] == n - 1
+    for env_id, (start, end) in enumerate(zip(starts, ends)):
+        np.testing.assert_allclose(rows["rewards"][start : end + 1].sum(), episodes["returns"][env_id])
+        # Consecutive rows of one episode chain: s' of a step is s of the next.
+        np.testing.assert_array_equal(rows["next_observations"][start:end], rows["observations"][start + 1 : end + 1])
+        truncated = episodes["lengths"][env_id] == 12
+        assert rows["terminals"][end] == (0.0 if truncated else 1.0)
+    assert (episodes["lengths"] == 12).any() and (episodes["lengths"] < 12).any()
+    assert rows["episode_ends"][n:].all() and not rows["rewards"][n:].any()
+
+
+CORRIDOR_SETTINGS = {
+    "agent": "reinforce",
+    "env": CORRIDOR,
+    "hidden_dims": [],  # linear in the constant observation: one logit per action, as in the book
+    "discount": 1.0,
+    "episodes_per_update": 16,
+    "steps": 300,
+    "actor_lr": 0.01,
+    "actor_lr_schedule": "cosine",
+    "value_lr": 0.05,
+    "eval_episodes": 8,
+    "eval_deterministic": False,
+    "eval_interval": 300,
+    "wandb.mode": "disabled",
+}
+
+
+def test_short_corridor_reaches_the_stochastic_optimum(tmp_path):
+    run_dir = tmp_path / "corridor"
+    run(resolve_config({**CORRIDOR_SETTINGS, "run_dir": str(run_dir)}), progress=False)
+    state, _, _ = restore_run(run_dir)
+    observation = jnp.ones((1, 1))
+    right = float(state.agent.action_probabilities(observation)[0, 1])
+    assert right == pytest.approx(OPTIMAL_RIGHT_PROBABILITY, abs=0.03)
+
+    # The start state's value, -11.66, is the mean episode return of the late updates.
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    late_returns = [row["rollout/return_mean"] for row in metrics if "rollout/return_mean" in row][-100:]
+    assert np.mean(late_returns) == pytest.approx(expected_return(OPTIMAL_RIGHT_PROBABILITY), abs=0.8)
+    # V sees one observation for every state, so regression on all steps' returns gives
+    # their visit-weighted mean, -10.10 at the optimum, not the start state's -11.66.
+    assert float(state.agent.values(observation)[0]) == pytest.approx(visit_weighted_value(right), abs=0.6)
+
+
+def visit_weighted_value(p: float) -> float:
+    """Mean return-to-go over every visited step when picking right with probability p."""
+    transient = np.array([[1 - p, p, 0.0], [p, 0.0, 1 - p], [0.0, 1 - p, 0.0]])
+    values = np.linalg.solve(np.eye(3) - transient, -np.ones(3))
+    visits = np.linalg.solve(np.eye(3) - transient.T, np.array([1.0, 0.0, 0.0]))
+    return float(visits @ values / visits.sum())
+
+
+def test_visit_weighted_value_at_the_optimum():
+    assert visit_weighted_value(OPTIMAL_RIGHT_PROBABILITY) == pytest.approx(-10.096, abs=1e-3)
+    assert expected_return(OPTIMAL_RIGHT_PROBABILITY) == pytest.approx(-11.657, abs=1e-3)
+
+
+TINY_CARTPOLE = ["--agent", "reinforce", "--env", "CartPole-v1", "--steps", "4", "--episodes-per-update", "2",
+                 "--eval-episodes", "5", "--eval-interval", "2", "--hidden-dims", "16", "--wandb.mode", "disabled"]
+
+
+def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
+    run_dir = tmp_path / "full"
+    assert train_script.main(TINY_CARTPOLE + ["--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for field in ("return_mean", "return_std", "success_rate", "episodes", "steps", "updates_per_second", "wall_seconds"):
+        assert field in summary, field
+    assert summary["steps"] == 4 and summary["episodes"] == 5 and summary["train_episodes"] == 8
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in metrics if "train/policy_loss" in row] == [1, 2, 3, 4]
+
+    out = tmp_path / "eval.json"
+    assert evaluate_script.main([str(run_dir), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["return_mean"] == pytest.approx(summary["return_mean"])
+
+    # Env resets are seeded from the checkpointed RNG, so a resumed run sees the same episodes.
+    killed_dir = tmp_path / "killed"
+    overrides = cfg.parse_overrides(TINY_CARTPOLE)
+    assert run(resolve_config({**overrides, "run_dir": str(killed_dir)}), stop_after=2, progress=False) == {}
+    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed_dir)}, progress=False)
+    assert resumed["return_mean"] == summary["return_mean"]
+    full_state, _, _ = restore_run(run_dir)
+    resumed_state, _, _ = restore_run(killed_dir)
+    for a, b in zip(jax.tree_util.tree_leaves(full_state), jax.tree_util.tree_leaves(resumed_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_online_agent_needs_an_env(capsys):
+    from offrl.cli import main_guard
+
+    assert main_guard(lambda: train_script.main(["--agent", "reinforce", "--wandb.mode", "disabled"])) == 1
+    assert "give a gymnasium id with --env" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cartpole_preset_reaches_490(seed, tmp_path):
+    """The preset alone: at most 200 training episodes, then 100 greedy evaluation episodes."""
+    config = resolve_config({"agent": "reinforce", "env": "CartPole-v1", "seed": seed, "run_dir": str(tmp_path), "wandb.mode": "disabled"})
+    assert config["steps"] * config["episodes_per_update"] <= 200 and config["eval_episodes"] == 100
+    summary = run(config, progress=False)
+    assert summary["return_mean"] >= 490
+    assert summary["wall_seconds"] < 300
