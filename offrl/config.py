@@ -24,6 +24,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "dataset": None,  # offline agents; None means DEFAULT_DATASET
     "env": None,  # online agents (a gymnasium id); for offline agents, an evaluation env override
     "seed": 0,
+    "num_seeds": 1,  # seeds seed, seed+1, ... trained together (vmapped, sharded over devices)
     "steps": 100_000,  # gradient updates
     "run_dir": None,  # default runs/<agent>/<dataset>/<seed>-<time>
     "resume": None,

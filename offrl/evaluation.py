@@ -21,8 +21,17 @@ def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, determinist
     return jax.jit(policy)
 
 
+def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`jax.random.split` for one key ([2]) or a stack of keys ([n, 2]), each split on its own."""
+    if key.ndim == 1:
+        new_key, step_key = jax.random.split(key)
+        return new_key, step_key
+    pairs = jax.vmap(jax.random.split)(key)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def run_episodes(
-    envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, seed: int
+    envs: gym.vector.VectorEnv, policy: PolicyFn, key: jax.Array, seed: int | list[int]
 ) -> dict[str, np.ndarray]:
     """Exactly one episode per sub-environment.
 
@@ -45,7 +54,7 @@ def run_episodes(
         name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
     }
     while active.any():
-        key, step_key = jax.random.split(key)
+        key, step_key = split_key(key)
         actions = np.asarray(policy(jnp.asarray(observations, jnp.float32), step_key))
         steps["observations"].append(np.asarray(observations)[active])
         steps["actions"].append(actions[active])

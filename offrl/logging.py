@@ -52,7 +52,8 @@ def _to_python(value: Any) -> Any:
 class RunLogger:
     """Writes metrics to W&B and to `run_dir/metrics.jsonl` with one call."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool = False, concurrent: bool = False) -> None:
+        """`concurrent`: this process keeps several runs open at once (one per seed)."""
         import wandb
 
         self.run_dir = Path(run_dir)
@@ -76,6 +77,7 @@ class RunLogger:
             mode=self.mode,
             id=run_id,
             resume="allow" if run_id else None,
+            reinit="create_new" if concurrent else "default",
             settings=wandb.Settings(silent=True, console="off"),
         )
         if self.mode != "disabled":

@@ -26,7 +26,7 @@ from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
 from offrl.data.transitions import Transitions
-from offrl.evaluation import action_scatter, make_policy, run_episodes, summarize_episodes
+from offrl.evaluation import action_scatter, run_episodes, summarize_episodes
 from offrl.logging import RunLogger
 
 
@@ -63,6 +63,129 @@ def make_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, 
     return jax.jit(train_chunk)
 
 
+def make_seeds_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, ReplayBuffer], tuple[LoopState, dict]]:
+    """`make_train_chunk` over a leading seed axis of the state: one compilation for all seeds,
+    the dataset shared. With several devices the seed axis is sharded (see `shard_seeds`)."""
+    return jax.jit(jax.vmap(make_train_chunk(agent_cls, num_updates), in_axes=(0, None)))
+
+
+def stack_states(states: list[Any]) -> Any:
+    """One state with a leading seed axis. Seeds built by separate `create` calls hold equal
+    but distinct static parts (apply_fn, optimizer), so the first one's structure is kept."""
+    structure = jax.tree_util.tree_structure(states[0])
+    columns = zip(*(jax.tree_util.tree_leaves(state) for state in states))
+    return jax.tree_util.tree_unflatten(structure, [jnp.stack(leaves) for leaves in columns])
+
+
+def seed_slice(state: Any, index: int) -> Any:
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], state)
+
+
+def seed_mesh(num_seeds: int) -> jax.sharding.Mesh | None:
+    """A 1-D device mesh over the seed axis, when there are several devices and they divide it."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return None
+    if num_seeds % len(devices):
+        print(f"offrl: {num_seeds} seeds do not split evenly over {len(devices)} devices; using one device")
+        return None
+    return jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+
+
+def shard_seeds(state: Any) -> Any:
+    """Place the leading (seed) axis of every leaf across the devices; jit then runs each
+    device's seeds where they live (GSPMD), with no change to the update code."""
+    mesh = seed_mesh(int(jax.tree_util.tree_leaves(state)[0].shape[0]))
+    if mesh is None:
+        return state
+    return jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
+
+
+def replicate(tree: Any) -> Any:
+    """A full copy of `tree` (the dataset) on every device."""
+    if len(jax.devices()) == 1:
+        return tree
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("seeds",))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def seed_run_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
+    """One seed keeps the run directory; several get run_dir/seed<N> each, a complete run
+    directory of its own (config, metrics, checkpoints, summary) that evaluate.py restores."""
+    if len(seeds) == 1:
+        return [run_dir]
+    return [run_dir / f"seed{seed}" for seed in seeds]
+
+
+def seed_config(config: dict[str, Any], seed: int, directory: Path) -> dict[str, Any]:
+    """The config one seed of a multi-seed run would have had as a single run.
+
+    W&B: one run per seed, grouped (the group defaults to the run directory's name)."""
+    if config["num_seeds"] == 1:
+        return config
+    wandb_settings = dict(config["wandb"])
+    base_name = wandb_settings.get("name") or Path(config["run_dir"]).name
+    wandb_settings.update(group=wandb_settings.get("group") or base_name, name=f"{base_name}-seed{seed}")
+    single = {**config, "seed": seed, "num_seeds": 1, "run_dir": str(directory), "wandb": wandb_settings}
+    directory.mkdir(parents=True, exist_ok=True)
+    ckpt.save_config(directory, single)
+    return single
+
+
+def score_of(result: dict[str, float]) -> float:
+    return result.get("normalized_score", result["return_mean"])
+
+
+def aggregate_over_seeds(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean over seeds of each final metric, and its spread across seeds (`<name>_seed_std`)."""
+    out: dict[str, float] = {}
+    for name in ("return_mean", "normalized_score", "success_rate", "length_mean"):
+        values = [summary[name] for summary in summaries if summary.get(name) is not None]
+        if values:
+            out[name] = float(np.mean(values))
+            out[f"{name}_seed_std"] = float(np.std(values))
+    out["episodes"] = int(sum(summary["episodes"] for summary in summaries))
+    return out
+
+
+def make_seeds_policy(state: LoopState, episodes_per_seed: int, deterministic: bool) -> Callable:
+    """Every seed's policy on its own block of `episodes_per_seed` observations, in one call.
+
+    Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run."""
+
+    def act(agent: Any, mean: jax.Array, std: jax.Array, observations: jax.Array, key: jax.Array) -> jax.Array:
+        return agent.sample_actions((observations - mean) / std, key, deterministic=deterministic)
+
+    def policy(observations: jax.Array, keys: jax.Array) -> jax.Array:
+        blocks = observations.reshape(keys.shape[0], episodes_per_seed, -1)
+        actions = jax.vmap(act)(state.agent, state.obs_mean, state.obs_std, blocks, keys)
+        return actions.reshape(-1, *actions.shape[2:])
+
+    return jax.jit(policy)
+
+
+def evaluate_seeds(
+    envs: Any, state: LoopState, seeds: list[int], episodes_per_seed: int, deterministic: bool, step: int
+) -> list[dict[str, np.ndarray]]:
+    """One batch of episodes for all seeds; seed k gets the environment seeds and policy keys
+    a single-seed run with seed k would use, so the two evaluate identically."""
+    policy = make_seeds_policy(state, episodes_per_seed, deterministic)
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
+    env_seeds = [seed + 10_000 + j for seed in seeds for j in range(episodes_per_seed)]
+    episodes = run_episodes(envs, policy, keys, seed=env_seeds)
+    return split_episodes(episodes, len(seeds), episodes_per_seed)
+
+
+def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: int) -> list[dict[str, np.ndarray]]:
+    per_env = ("returns", "lengths", "successes")
+    out = []
+    for index in range(num_seeds):
+        envs = slice(index * per_seed, (index + 1) * per_seed)
+        rows = (episodes["env_ids"] >= index * per_seed) & (episodes["env_ids"] < (index + 1) * per_seed)
+        out.append({name: values[envs] if name in per_env else values[rows] for name, values in episodes.items()})
+    return out
+
+
 def first_nonfinite(stacked_info: dict[str, np.ndarray]) -> tuple[int, str] | None:
     """(index within the chunk, metric name) of the first NaN/Inf, or None."""
     worst = None
@@ -93,8 +216,8 @@ class Experiment:
     spec: Any
     transitions: Transitions | None
 
-    def initial_state(self, example_batch: dict[str, np.ndarray]) -> LoopState:
-        seed = self.config["seed"]
+    def initial_state(self, example_batch: dict[str, np.ndarray], seed: int | None = None) -> LoopState:
+        seed = self.config["seed"] if seed is None else seed
         init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
         agent = self.agent_cls.create(cfg.agent_config(self.config, self.agent_defaults), example_batch, init_key)
         obs_dim = example_batch["observations"].shape[-1]
@@ -179,16 +302,21 @@ def run(config: dict[str, Any], *, stop_after: int | None = None, progress: bool
     if getattr(experiment.agent_cls, "online", False):
         from offrl.online import run_online
 
+        if int(config["num_seeds"]) != 1:
+            raise cfg.ConfigError(
+                f"--num-seeds is for offline agents; run {config['agent']} seeds as separate runs (--seed N) or a sweep"
+            )
         return run_online(experiment, resume=bool(resume_dir), stop_after=stop_after, progress=progress)
     transitions, spec = experiment.transitions, experiment.spec
     steps = int(config["steps"])
     eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
     checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
     updates_per_call = int(config["updates_per_call"])
+    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save_config(run_dir, config)
-    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions) -> {run_dir}")
+    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds} -> {run_dir}")
     print(cfg.to_json(config))
 
     if config["normalize_observations"]:
@@ -198,86 +326,105 @@ def run(config: dict[str, Any], *, stop_after: int | None = None, progress: bool
     example_rows = np.random.default_rng(config["seed"]).choice(
         len(transitions), size=min(len(transitions), config["example_batch_size"]), replace=False
     )
-    state = experiment.initial_state(transitions[np.sort(example_rows)].as_dict())
+    example_batch = transitions[np.sort(example_rows)].as_dict()
+    seed_dirs = seed_run_dirs(run_dir, seeds)
+    seed_configs = [seed_config(config, seed, directory) for seed, directory in zip(seeds, seed_dirs)]
+    states = [experiment.initial_state(example_batch, seed) for seed in seeds]
     if config["normalize_observations"]:
-        state = state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std))
+        states = [state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std)) for state in states]
 
-    checkpointer = ckpt.Checkpointer(run_dir, keep=config["keep_checkpoints"])
-    if resume_dir and checkpointer.latest_step() is not None:
-        state = ckpt.restore(checkpointer.latest.directory, checkpointer.latest_step(), state)
-        print(f"offrl: resumed from step {int(state.step)}")
-    logger = RunLogger(run_dir, config, resume=bool(resume_dir))
+    checkpointers = [ckpt.Checkpointer(directory, keep=config["keep_checkpoints"]) for directory in seed_dirs]
+    saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
+    if resume_dir and None not in saved_steps:
+        step = min(saved_steps)  # seeds are saved together; a kill between two saves leaves the older step in both
+        states = [ckpt.restore(c.latest.directory, step, s) for c, s in zip(checkpointers, states)]
+        print(f"offrl: resumed from step {step}")
+    state = shard_seeds(stack_states(states))
+    buffer = replicate(buffer)
+    loggers = [RunLogger(directory, seed_cfg, resume=bool(resume_dir), concurrent=len(seeds) > 1)
+               for directory, seed_cfg in zip(seed_dirs, seed_configs)]
     from offrl.envs import make_eval_vector_env, normalized_score
 
-    eval_envs = make_eval_vector_env(spec, config["eval_episodes"], config["seed"])
+    episodes_per_seed = int(config["eval_episodes"])
+    eval_envs = make_eval_vector_env(spec, episodes_per_seed * len(seeds), config["seed"])
     dataset_actions = transitions.actions[np.random.default_rng(0).choice(len(transitions), 2000)]
 
-    def evaluate(step: int) -> dict[str, float]:
-        policy = make_policy(state.agent, state.obs_mean, state.obs_std, config["eval_deterministic"])
-        key = jax.random.fold_in(jax.random.PRNGKey(config["seed"] + 1), step)
-        episodes = run_episodes(eval_envs, policy, key, seed=config["seed"] + 10_000)
-        metrics = summarize_episodes(episodes, lambda returns: normalized_score(spec, returns))
-        if transitions.action_dim == 2:
-            figure = action_scatter(dataset_actions, episodes["actions"][:2000], f"{config['agent']} step {step}")
-            logger.log_figure("eval/actions", figure, step)
-        return metrics
+    def evaluate(step: int) -> list[dict[str, float]]:
+        episodes = evaluate_seeds(eval_envs, state, seeds, episodes_per_seed, config["eval_deterministic"], step)
+        results = []
+        for index, (seed_episodes, logger) in enumerate(zip(episodes, loggers)):
+            results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(spec, returns)))
+            if transitions.action_dim == 2:
+                title = f"{config['agent']} seed {seeds[index]} step {step}"
+                logger.log_figure("eval/actions", action_scatter(dataset_actions, seed_episodes["actions"][:2000], title), step)
+        return results
 
     chunks: dict[int, Callable] = {}
     run_started = time.perf_counter()
-    start_step = int(state.step)
     train_seconds, updates_done, last_eval = 0.0, 0, None
-    bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="upd", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=int(state.step[0]), disable=not progress, unit="upd", dynamic_ncols=True)
     try:
         for boundary in boundaries(steps, updates_per_call, eval_interval, checkpoint_interval):
-            step = int(state.step)
+            step = int(state.step[0])
             if boundary <= step:
                 continue
             length = boundary - step
             if length not in chunks:
-                chunks[length] = make_train_chunk(experiment.agent_cls, length)
+                chunks[length] = make_seeds_train_chunk(experiment.agent_cls, length)
             started = time.perf_counter()
             new_state, stacked = chunks[length](state, buffer)
             stacked = jax.device_get(stacked)
             elapsed = time.perf_counter() - started
-            bad = first_nonfinite(stacked)
-            if bad is not None:
-                raise NonFiniteLossError(
-                    f"{bad[1]} became non-finite at update {step + bad[0] + 1}; stopped, the last good checkpoint "
-                    f"in {checkpointer.directory} is kept (lower the learning rates or check the data)"
-                )
+            for index, seed in enumerate(seeds):
+                bad = first_nonfinite({name: values[index] for name, values in stacked.items()})
+                if bad is not None:
+                    raise NonFiniteLossError(
+                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} (seed {seed}); stopped, the last "
+                        f"good checkpoint in {checkpointers[index].directory} is kept (lower the learning rates or "
+                        "check the data)"
+                    )
             state = new_state
             train_seconds += elapsed
             updates_done += length
             bar.update(length)
-            metrics = {f"train/{name}": float(np.mean(values)) for name, values in stacked.items()}
-            metrics["train/updates_per_second"] = length / elapsed
-            logger.log(metrics, step=boundary)
-            if boundary % eval_interval == 0 or boundary == steps:
+            for index, logger in enumerate(loggers):
+                metrics = {f"train/{name}": float(np.mean(values[index])) for name, values in stacked.items()}
+                metrics["train/updates_per_second"] = length / elapsed
+                logger.log(metrics, step=boundary)
+            evaluated = boundary % eval_interval == 0 or boundary == steps
+            if evaluated:
                 last_eval = evaluate(boundary)
-                logger.log({f"eval/{name}": value for name, value in last_eval.items()}, step=boundary)
-                score = last_eval.get("normalized_score", last_eval["return_mean"])
-                bar.set_postfix(score=f"{score:.1f}", ups=f"{length / elapsed:.0f}")
+                for logger, result in zip(loggers, last_eval):
+                    logger.log({f"eval/{name}": value for name, value in result.items()}, step=boundary)
+                bar.set_postfix(score=f"{np.mean([score_of(r) for r in last_eval]):.1f}", ups=f"{length / elapsed:.0f}")
             if boundary % checkpoint_interval == 0 or boundary == steps:
-                score = None if last_eval is None else last_eval.get("normalized_score", last_eval["return_mean"])
-                checkpointer.save(boundary, state, score if boundary % eval_interval == 0 or boundary == steps else None)
+                for index, checkpointer in enumerate(checkpointers):
+                    checkpointer.save(boundary, seed_slice(state, index), score_of(last_eval[index]) if evaluated else None)
             if stop_after is not None and updates_done >= stop_after:
                 return {}
-        if last_eval is None or int(state.step) != steps:
+        if last_eval is None or int(state.step[0]) != steps:
             last_eval = evaluate(steps)
-        summary = {
-            **last_eval,
+        timing = {
             "steps": steps,
             "updates_per_second": updates_done / train_seconds if train_seconds else None,
             "wall_seconds": time.perf_counter() - run_started,
         }
+        summaries = [{**result, **timing, "seed": seed} for result, seed in zip(last_eval, seeds)]
+        for directory, summary, logger in zip(seed_dirs, summaries, loggers):
+            (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+            logger.summary(summary)
+        if len(seeds) == 1:
+            return summaries[0]
+        summary = {**aggregate_over_seeds(summaries), **timing, "seeds": summaries}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        logger.summary(summary)
         return summary
     finally:
         bar.close()
-        checkpointer.close()
+        for checkpointer in checkpointers:
+            checkpointer.close()
         eval_envs.close()
-        logger.close()
+        for logger in loggers:
+            logger.close()
 
 
 def restore_run(path: str | Path, which: str = "latest") -> tuple[LoopState, Experiment, int]:

@@ -30,12 +30,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import jax
-
     from offrl.envs import make_eval_vector_env, normalized_score
-    from offrl.evaluation import make_policy, run_episodes, summarize_episodes
+    from offrl.evaluation import make_policy, summarize_episodes
     from offrl.logging import RunLogger
-    from offrl.train import restore_run
+    from offrl.train import evaluate_seeds, restore_run, stack_states
 
     args = parse_args(argv)
     state, experiment, step = restore_run(args.path, "best" if args.best else "latest")
@@ -43,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = config["seed"] if args.seed is None else args.seed
     episodes = args.episodes or config["eval_episodes"]
     deterministic = config["eval_deterministic"] and not args.stochastic
-    policy = make_policy(state.agent, state.obs_mean, state.obs_std, deterministic)
     envs = make_eval_vector_env(experiment.spec, episodes, seed)
     try:
-        rollouts = run_episodes(envs, policy, jax.random.fold_in(jax.random.PRNGKey(seed + 1), step), seed=seed + 10_000)
+        # The training loop's own evaluation, for one seed: the same episodes as the run's summary.
+        rollouts = evaluate_seeds(envs, stack_states([state]), [seed], episodes, deterministic, step)[0]
     finally:
         envs.close()
     metrics = {**summarize_episodes(rollouts, lambda r: normalized_score(experiment.spec, r)), "step": step}
@@ -57,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from offrl.video import record_episode
 
         target = Path(args.video) if args.video else Path(config["run_dir"]) / f"episode_{step}.mp4"
+        policy = make_policy(state.agent, state.obs_mean, state.obs_std, deterministic)
         print(f"offrl: video -> {record_episode(experiment.spec, policy, target, seed)}")
     if args.wandb_mode != "disabled":
         logger = RunLogger(Path(config["run_dir"]) / "evaluations", {**config, "wandb": {**config["wandb"], "mode": args.wandb_mode}})

@@ -99,6 +99,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(small_umaze_id, tmp_path
         (["--agent", "iql-ddpg", "--expectile", "high"], "expects float"),
         (["--agent", "iql-ddpg", "--dataset", "offrl/nonexistent-v0"], "offrl/pointmaze/umaze-v0"),
         (["--agent", "iql-ddpg", "--dataset", "missing.hdf5"], "missing.hdf5"),
+        (["--agent", "reinforce", "--env", "CartPole-v1", "--num-seeds", "2"], "--num-seeds is for offline agents"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(argv, message, capsys):
