@@ -40,13 +40,15 @@ import shutil
 import gymnasium as gym
 import minari
 import numpy as np
-from gymnasium_robotics.envs.maze.maze_v4 import Maze
 from minari.data_collector import EpisodeBuffer
 from minari.storage.datasets_root_dir import get_dataset_path
 from tqdm import tqdm
 
 from offrl.data.minari_loader import transitions_from_episodes, write_transitions_cache
 from offrl.envs.pointmaze import EVAL_TASKS, make_pointmaze_env
+from offrl.envs.robotics import gymnasium_robotics
+
+Maze = gymnasium_robotics.envs.maze.maze_v4.Maze
 
 NAMESPACE = "offrl/pointmaze"
 DEFAULT_NOISE = 0.5

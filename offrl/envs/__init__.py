@@ -61,9 +61,7 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     gymnasium-robotics is imported only when needed because its import takes about half a second.
     """
     if env_id not in gym.registry:
-        import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
+        import offrl.envs.robotics  # noqa: F401  (registers on import)
     return gym.make(env_id, **kwargs)
 
 

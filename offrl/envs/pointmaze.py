@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 
 import gymnasium as gym
-import gymnasium_robotics
-from gymnasium_robotics.envs.maze import maps
 
-gym.register_envs(gymnasium_robotics)
+from offrl.envs.robotics import gymnasium_robotics
+
+maps = gymnasium_robotics.envs.maze.maps
 
 GOAL = maps.GOAL
 
