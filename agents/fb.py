@@ -30,10 +30,19 @@ The losses follow facebookresearch/controllable_agent (`fb_ddpg.py`, `discrete_f
 Not included: controllable_agent's auxiliary Q loss (`q_loss`) and hindsight future
 goals; their networks are 1024 wide, the default here is 256 so it trains on a CPU.
 
-Observations for F and the actor are the dataset's observations; B sees
-`observations[..., goal_dims]` when `goal_dims` (a tuple of indices, e.g. the position
-coordinates for goal reaching) is set, else the full observation. The batch's rewards
-are never read.
+Which observation dims each network sees (tuples of indices; None: the whole observation):
+
+* `policy_dims`: F and the actor see `observations[..., policy_dims]`. For goal-conditioned
+  datasets (pointmaze) this keeps the goal fields out of the reward-free representation.
+* `goal_dims`: B sees `observations[..., goal_dims]` (e.g. the position coordinates).
+* `eval_goal_dims`: where the goal sits in an *evaluation* observation (pointmaze:
+  desired_goal). When set, `sample_actions` called without a z reads the goal there and
+  acts with z = B(goal) for each row (zero-shot goal reaching in the shared evaluation);
+  when None it uses the stored `z` (`with_task`). It must have as many dims as
+  `goal_dims`, and the values must be in the same coordinates as the `goal_dims` ones
+  (so observation normalisation, which rescales dims separately, should stay off).
+
+The batch's rewards are never read: training is reward-free whatever the dataset holds.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "actor_noise_clip": 0.3,
     "discrete_actions": None,  # number of actions for the discrete (greedy) variant
     "goal_dims": None,  # indices of the observation B sees; None: all of it
+    "policy_dims": None,  # indices of the observation F and the actor see; None: all of it
+    "eval_goal_dims": None,  # where sample_actions (no z) reads the goal; None: use the stored z
     "exploration_epsilon": 0.2,  # discrete variant, non-deterministic sample_actions
 }
 
@@ -157,11 +168,37 @@ class Actor(nn.Module):
         return nn.Dense(self.action_dim, kernel_init=default_init())(x)
 
 
+DIM_KEYS = ("goal_dims", "policy_dims", "eval_goal_dims")
+
+
+def parse_dims(value: Any) -> tuple[int, ...] | None:
+    """None, an int, a sequence of ints or a comma-separated string ("4,5") as a tuple.
+
+    No "a:b" ranges: YAML (and so `--goal_dims 4:8`) reads that as the base-60 number 248."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().strip("()[]")
+        if not text or text.lower() == "none":
+            return None
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(i) for i in value)
+
+
+def _select(observations: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
+    return observations if dims is None else observations[..., jnp.asarray(dims)]
+
+
 def goal_inputs(observations: jax.Array, config: Any) -> jax.Array:
     """The part of the observation B sees (`goal_dims`)."""
-    if config["goal_dims"] is None:
-        return observations
-    return observations[..., jnp.asarray(config["goal_dims"])]
+    return _select(observations, config["goal_dims"])
+
+
+def policy_inputs(observations: jax.Array, config: Any) -> jax.Array:
+    """The part of the observation F and the actor see (`policy_dims`)."""
+    return _select(observations, config["policy_dims"])
 
 
 def sample_z(key: jax.Array, batch_size: int, z_dim: int) -> jax.Array:
@@ -217,8 +254,14 @@ class FBAgent(flax.struct.PyTreeNode):
     @classmethod
     def create(cls, config: dict, example_batch: Batch, key: jax.Array) -> FBAgent:
         config = dict({**DEFAULT_CONFIG, **config})
-        if config["goal_dims"] is not None:
-            config["goal_dims"] = tuple(int(i) for i in config["goal_dims"])
+        for name in DIM_KEYS:
+            config[name] = parse_dims(config[name])
+        if config["eval_goal_dims"] is not None:
+            goal_width = len(config["goal_dims"]) if config["goal_dims"] is not None else example_batch["observations"].shape[-1]
+            if len(config["eval_goal_dims"]) != goal_width:
+                raise ValueError(
+                    f"eval_goal_dims {config['eval_goal_dims']} must have as many dims as B's input ({goal_width}: goal_dims {config['goal_dims']})"
+                )
         config = flax.core.FrozenDict(config)
         d = config["z_dim"]
         discrete = config["discrete_actions"]
@@ -227,7 +270,8 @@ class FBAgent(flax.struct.PyTreeNode):
         forward_key, backward_key, actor_key, rng = jax.random.split(key, 4)
 
         forward_def = ForwardNetwork(d, config["hidden_dim"], config["feature_dim"], discrete)
-        forward_inputs = (observations, z) if discrete else (observations, z, jnp.asarray(example_batch["actions"][:1]))
+        policy_observations = policy_inputs(observations, config)
+        forward_inputs = (policy_observations, z) if discrete else (policy_observations, z, jnp.asarray(example_batch["actions"][:1]))
         forward_params = forward_def.init(forward_key, *forward_inputs)["params"]
         backward_def = BackwardNetwork(d, config["backward_hidden_dim"])
         backward_params = backward_def.init(backward_key, goal_inputs(observations, config))["params"]
@@ -238,7 +282,7 @@ class FBAgent(flax.struct.PyTreeNode):
         actor = None
         if not discrete:
             actor_def = Actor(example_batch["actions"].shape[-1], config["hidden_dim"], config["feature_dim"])
-            actor = make_state(actor_def, actor_def.init(actor_key, observations, z)["params"])
+            actor = make_state(actor_def, actor_def.init(actor_key, policy_observations, z)["params"])
         return cls(
             rng=rng,
             forward=make_state(forward_def, forward_params),
@@ -253,8 +297,10 @@ class FBAgent(flax.struct.PyTreeNode):
     # ---- evaluation of the networks -------------------------------------------------
 
     def forward_values(self, observations: jax.Array, z: jax.Array, actions: jax.Array | None = None, params: Any = None) -> jax.Array:
-        """F: [2, N, d] at the given actions (continuous), [2, N, A, d] for discrete."""
+        """F: [2, N, d] at the given actions (continuous), [2, N, A, d] for discrete
+        (of full observations: the `policy_dims` slice is taken here)."""
         params = self.forward.params if params is None else params
+        observations = policy_inputs(observations, self.config)
         if self.config["discrete_actions"]:
             return self.forward.apply_fn({"params": params}, observations, z)
         return self.forward.apply_fn({"params": params}, observations, z, actions)
@@ -264,10 +310,14 @@ class FBAgent(flax.struct.PyTreeNode):
         params = self.backward.params if params is None else params
         return self.backward.apply_fn({"params": params}, goal_inputs(observations, self.config))
 
+    def actor_mean(self, observations: jax.Array, z: jax.Array, params: Any = None) -> jax.Array:
+        """tanh(mu(s, z)) of full observations (continuous)."""
+        params = self.actor.params if params is None else params
+        return jnp.tanh(self.actor.apply_fn({"params": params}, policy_inputs(observations, self.config), z))
+
     def _policy_actions(self, observations: jax.Array, z: jax.Array, key: jax.Array, params: Any = None) -> jax.Array:
         """tanh(mu(s, z)) plus clipped Gaussian noise, clipped to [-1, 1] (continuous)."""
-        params = self.actor.params if params is None else params
-        mean = jnp.tanh(self.actor.apply_fn({"params": params}, observations, z))
+        mean = self.actor_mean(observations, z, params)
         noise = jnp.clip(
             self.config["actor_noise"] * jax.random.normal(key, mean.shape),
             -self.config["actor_noise_clip"],
@@ -351,9 +401,20 @@ class FBAgent(flax.struct.PyTreeNode):
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
         return jnp.min(jnp.einsum("k...ad,...d->k...a", self.forward_values(observations, z), z), axis=0)
 
+    def eval_goal_z(self, observations: jax.Array) -> jax.Array:
+        """z = B(goal) per row, the goal read from `observations[..., eval_goal_dims]`."""
+        goals = _select(observations, self.config["eval_goal_dims"])
+        z = self.backward.apply_fn({"params": self.backward.params}, goals)
+        return project_to_sphere(z, math.sqrt(self.config["z_dim"]))
+
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False, z: jax.Array | None = None) -> jax.Array:
         """pi_z(s). Discrete: int32 indices, epsilon-greedy unless deterministic.
-        Continuous: tanh(mu(s, z)), plus the training noise unless deterministic."""
+        Continuous: tanh(mu(s, z)), plus the training noise unless deterministic.
+
+        Without z: z = B(goal) of each row's own goal when `eval_goal_dims` is set, else
+        the stored `z` (`with_task`)."""
+        if z is None and self.config["eval_goal_dims"] is not None:
+            z = self.eval_goal_z(observations)
         z = self.z if z is None else jnp.asarray(z, jnp.float32)
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
         if self.config["discrete_actions"]:
@@ -365,7 +426,7 @@ class FBAgent(flax.struct.PyTreeNode):
             random = jax.random.randint(action_key, greedy.shape, 0, self.config["discrete_actions"])
             return jnp.where(explore, random, greedy)
         if deterministic:
-            return jnp.tanh(self.actor.apply_fn({"params": self.actor.params}, observations, z))
+            return self.actor_mean(observations, z)
         return self._policy_actions(observations, z, key)
 
 
