@@ -35,9 +35,11 @@ def record_episode(spec: Any, policy: Callable, path: Path, seed: int, fps: int 
         done = False
         while not done:
             frames.append(env.render())
-            flat = flatten_observations(env.observation_space, observation)
+            # flatten_observations takes a batch: give the single observation a batch axis of 1.
+            batch = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], observation)
+            flat = flatten_observations(env.observation_space, batch)
             key, step_key = jax.random.split(key)
-            action = np.asarray(policy(jnp.asarray(flat, jnp.float32)[None], step_key))[0]
+            action = np.asarray(policy(jnp.asarray(flat, jnp.float32), step_key))[0]
             if isinstance(env.action_space, gym.spaces.Discrete):
                 action = int(action[0])
             observation, _, terminated, truncated, _ = env.step(action)
