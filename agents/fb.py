@@ -38,7 +38,8 @@ Which observation dims each network sees (tuples of indices; None: the whole obs
 * `eval_goal_dims`: where the goal sits in an *evaluation* observation (pointmaze:
   desired_goal). When set, `sample_actions` called without a z reads the goal there and
   acts with z = B(goal) for each row (zero-shot goal reaching in the shared evaluation);
-  when None it uses the stored `z` (`with_task`). It must have as many dims as
+  when None it uses the stored `z`. `with_task(z)` stores z and sets it to None, so a
+  task given explicitly overrides the episodes' goals. It must have as many dims as
   `goal_dims`, and the values must be in the same coordinates as the `goal_dims` ones
   (so observation normalisation, which rescales dims separately, should stay off).
 
@@ -48,13 +49,14 @@ The batch's rewards are never read: training is reward-free whatever the dataset
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
@@ -393,13 +395,28 @@ class FBAgent(flax.struct.PyTreeNode):
     # ---- acting ---------------------------------------------------------------------
 
     def with_task(self, z: jax.Array) -> FBAgent:
-        """Fix the task for `sample_actions` calls that pass no z (shared evaluation)."""
-        return self.replace(z=jnp.asarray(z, jnp.float32).reshape(self.z.shape))
+        """Fix the task for `sample_actions` calls that pass no z (shared evaluation).
+
+        Per-row goal inference (`eval_goal_dims`) is switched off: otherwise a pointmaze
+        agent would silently keep acting on each episode's desired goal instead of z."""
+        return self.replace(
+            z=jnp.asarray(z, jnp.float32).reshape(self.z.shape),
+            config=self.config.copy({"eval_goal_dims": None}),
+        )
 
     def q_values(self, observations: jax.Array, z: jax.Array) -> jax.Array:
         """min_k F_k(s, a, z)^T z for every action: [..., A] (discrete variant only)."""
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
         return jnp.min(jnp.einsum("k...ad,...d->k...a", self.forward_values(observations, z), z), axis=0)
+
+    def state_values(self, observations: jax.Array, z: jax.Array) -> jax.Array:
+        """V_z(s) = min_k F_k(s, pi_z(s), z)^T z with the deterministic policy: [...]."""
+        z = jnp.asarray(z, jnp.float32)
+        z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
+        if self.config["discrete_actions"]:
+            return jnp.max(self.q_values(observations, z), axis=-1)
+        F = self.forward_values(observations, z, self.actor_mean(observations, z))
+        return jnp.min(jnp.einsum("k...d,...d->k...", F, z), axis=0)
 
     def eval_goal_z(self, observations: jax.Array) -> jax.Array:
         """z = B(goal) per row, the goal read from `observations[..., eval_goal_dims]`."""
@@ -438,6 +455,14 @@ def infer_z_from_goal(agent: FBAgent, goal_observation: jax.Array) -> jax.Array:
     return project_to_sphere(agent.backward_values(jnp.asarray(goal_observation, jnp.float32)), math.sqrt(agent.config["z_dim"]))
 
 
+def _sample_rows(num_rows: int, max_samples: int, key: jax.Array | None) -> np.ndarray | None:
+    """Indices of `max_samples` distinct random rows (key default PRNGKey(0)), None when all fit."""
+    if num_rows <= max_samples:
+        return None
+    key = jax.random.PRNGKey(0) if key is None else key
+    return np.asarray(jax.random.choice(key, num_rows, (max_samples,), replace=False))
+
+
 def infer_z_from_rewards(
     agent: FBAgent,
     observations: jax.Array,
@@ -451,23 +476,70 @@ def infer_z_from_rewards(
     r(s, a, s'), the next observations), drawn from the data distribution rho, since the
     expectation is under rho; at most `max_samples` random rows are used.
     """
+    rows = _sample_rows(len(observations), max_samples, key)
+    if rows is not None:
+        observations, rewards = observations[rows], rewards[rows]
     observations = jnp.asarray(observations, jnp.float32)
     rewards = jnp.asarray(rewards, jnp.float32).reshape(-1)
-    if observations.shape[0] > max_samples:
-        key = jax.random.PRNGKey(0) if key is None else key
-        rows = jax.random.choice(key, observations.shape[0], (max_samples,), replace=False)
-        observations, rewards = observations[rows], rewards[rows]
     z = jnp.mean(rewards[:, None] * agent.backward_values(observations), axis=0)
     return project_to_sphere(z, math.sqrt(agent.config["z_dim"]))
 
 
 def infer_z_from_reward_fn(
     agent: FBAgent,
-    observations: jax.Array,
-    reward_fn: Callable[[jax.Array], jax.Array],
+    observations: Any,
+    reward_fn: Callable[[Any], Any],
     max_samples: int = 10_000,
     key: jax.Array | None = None,
 ) -> jax.Array:
-    """`infer_z_from_rewards` with r = reward_fn(observations) (batched over rows)."""
-    observations = jnp.asarray(observations, jnp.float32)
-    return infer_z_from_rewards(agent, observations, reward_fn(observations), max_samples, key)
+    """`infer_z_from_rewards` with r = reward_fn(observations), the same rows sampled.
+
+    reward_fn maps a batch of rows [N, obs_dim] to rewards [N]; it is called once, on the
+    sampled rows only and in the array type given (numpy stays numpy, so plain numpy
+    reward code works)."""
+    rows = _sample_rows(len(observations), max_samples, key)
+    if rows is not None:
+        observations = observations[rows]
+    return infer_z_from_rewards(agent, observations, reward_fn(observations), max_samples=len(observations))
+
+
+def value_landscape(
+    agent: FBAgent,
+    z: jax.Array,
+    base_observation: np.ndarray,
+    free_cells: np.ndarray,
+    position_dims: Sequence[tuple[int, int]],
+    cell_size: float = 1.0,
+    points_per_cell: int = 10,
+    obs_mean: np.ndarray | None = None,
+    obs_std: np.ndarray | None = None,
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """V_z(s) = min_k F_k(s, pi_z(s), z)^T z on a grid of positions over a maze.
+
+    `free_cells` is [rows, cols], True where there is no wall, row 0 at the top (as maze
+    maps are written); the maze is centred on the origin with square cells of side
+    `cell_size` (gymnasium-robotics' layout). Grid points are the centres of
+    `points_per_cell` x `points_per_cell` squares per cell; each is `base_observation`
+    (raw, un-normalized) with its x, y written into every (x, y) pair of `position_dims`,
+    then normalized with `obs_mean`, `obs_std` if given, as in training.
+
+    Returns the values, [rows * points_per_cell, cols * points_per_cell] with row 0 at the
+    top and NaN on walls, and their extent (left, right, bottom, top) for `imshow`.
+    """
+    free = np.asarray(free_cells, bool)
+    rows, cols = free.shape
+    half_width, half_height = cols * cell_size / 2, rows * cell_size / 2
+    spacing = cell_size / points_per_cell
+    xs = -half_width + (np.arange(cols * points_per_cell) + 0.5) * spacing
+    ys = half_height - (np.arange(rows * points_per_cell) + 0.5) * spacing
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    observations = np.tile(np.asarray(base_observation, np.float32), (grid_x.size, 1))
+    for x_dim, y_dim in position_dims:
+        observations[:, x_dim] = grid_x.ravel()
+        observations[:, y_dim] = grid_y.ravel()
+    if obs_mean is not None:
+        observations = (observations - np.asarray(obs_mean)) / np.asarray(obs_std)
+    values = np.asarray(agent.state_values(jnp.asarray(observations, jnp.float32), jnp.asarray(z, jnp.float32)), np.float64)
+    values = values.reshape(grid_x.shape)
+    values[~np.repeat(np.repeat(free, points_per_cell, axis=0), points_per_cell, axis=1)] = np.nan
+    return values, (-half_width, half_width, -half_height, half_height)
