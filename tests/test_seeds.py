@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from offrl import config as cfg
 from offrl.train import restore_run, run, stack_states
 
 from test_train import leaves, tiny_config
@@ -52,6 +53,18 @@ def test_seeds_differ(two_seed_run):
     first, _, _ = restore_run(run_dir / "seed3")
     second, _, _ = restore_run(run_dir / "seed4")
     assert any(not np.array_equal(a, b) for a, b in zip(leaves(first), leaves(second)))
+
+
+def test_multi_seed_resume_continues_every_seed_exactly(small_umaze_id, two_seed_run, tmp_path):
+    run_dir, summary = two_seed_run
+    killed = tmp_path / "killed"
+    config = tiny_config(small_umaze_id, killed, seed=3, num_seeds=4, checkpoint_interval=100, **SETTINGS)
+    assert run(config, stop_after=100, progress=False) == {}
+    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed)}, progress=False)
+    assert [row["return_mean"] for row in resumed["seeds"]] == [row["return_mean"] for row in summary["seeds"]]
+    for seed in (3, 4, 5, 6):
+        for a, b in zip(leaves(restore_run(killed / f"seed{seed}")[0]), leaves(restore_run(run_dir / f"seed{seed}")[0])):
+            np.testing.assert_array_equal(a, b)
 
 
 SHARDED_RUN = textwrap.dedent(
