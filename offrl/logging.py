@@ -54,6 +54,9 @@ class RunLogger:
 
     def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool = False, concurrent: bool = False) -> None:
         """`concurrent`: this process keeps several runs open at once (one per seed)."""
+        # wandb takes our top-level `agents` package for the OpenAI Agents SDK and prints
+        # an advertisement for its LLM tracer at every run start.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         import wandb
 
         self.run_dir = Path(run_dir)

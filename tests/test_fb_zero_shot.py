@@ -18,20 +18,10 @@ from offrl.train import resolve_config, restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import evaluate as evaluate_script  # noqa: E402
+from test_fb_pointmaze import TINY_FB as POINTMAZE_FB  # noqa: E402
 
-TINY_FB = {
-    "agent": "fb",
-    "z_dim": 8,
-    "hidden_dim": 32,
-    "feature_dim": 32,
-    "backward_hidden_dim": 32,
-    "batch_size": 64,
-    "steps": 100,
-    "updates_per_call": 100,
-    "eval_interval": 100,  # one evaluation and one checkpoint: the default interval is steps / 10
-    "eval_episodes": 1,
-    "wandb.mode": "disabled",
-}
+# One evaluation and one checkpoint (the default interval is steps / 10), one episode.
+TINY_FB = {**POINTMAZE_FB, "steps": 100, "eval_interval": 100, "eval_episodes": 1}
 
 REWARD_MODULE = '''
 import numpy as np
