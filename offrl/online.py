@@ -40,9 +40,17 @@ from offrl import config as cfg
 from offrl.buffer import ReplayBuffer
 from offrl.data.registry import DatasetSpec
 from offrl.envs import flat_dim, make_env, make_eval_vector_env, normalized_score
-from offrl.evaluation import make_policy, run_episodes, summarize_episodes
+from offrl.evaluation import run_episodes, summarize_episodes
 from offrl.logging import RunLogger
-from offrl.train import Experiment, LoopState, NonFiniteLossError, first_nonfinite, make_train_chunk
+from offrl.train import (
+    Experiment,
+    LoopState,
+    NonFiniteLossError,
+    evaluate_seeds,
+    first_nonfinite,
+    make_train_chunk,
+    stack_states,
+)
 
 # The buffer columns an online batch fills; `masks` marks the real rows among the padding.
 COLUMNS = ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")
@@ -170,9 +178,10 @@ def run_online(experiment: Experiment, *, resume: bool, stop_after: int | None, 
     eval_envs = make_eval_vector_env(spec, config["eval_episodes"], config["seed"])
 
     def evaluate(step: int) -> dict[str, float]:
-        policy = make_policy(state.agent, state.obs_mean, state.obs_std, config["eval_deterministic"])
-        key = jax.random.fold_in(jax.random.PRNGKey(config["seed"] + 1), step)
-        episodes = run_episodes(eval_envs, policy, key, seed=config["seed"] + 10_000)
+        # The offline loop's evaluation for one seed, so scripts/evaluate.py reproduces it.
+        episodes = evaluate_seeds(
+            eval_envs, stack_states([state]), [config["seed"]], config["eval_episodes"], config["eval_deterministic"], step
+        )[0]
         return summarize_episodes(episodes, lambda returns: normalized_score(spec, returns))
 
     buffer = empty_buffer(env_info, capacity)
