@@ -24,7 +24,7 @@ from offrl.data.pointmaze import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset_id", help="e.g. offrl/pointmaze/umaze-v0, offrl/pointmaze/large-noise1.0-v0")
+    parser.add_argument("dataset_id", help="e.g. offrl/pointmaze/umaze-v0, offrl/pointmaze/large-noise1p0-v0")
     parser.add_argument("--steps", type=int, default=None, help="number of transitions (default: the id's)")
     parser.add_argument("--noise", type=float, default=None, help="action-noise std (default: the id's)")
     parser.add_argument("--seed", type=int, default=0)

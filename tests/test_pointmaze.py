@@ -9,6 +9,7 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
+from minari.dataset.minari_dataset import parse_dataset_id
 
 from offrl.data.pointmaze import (
     MAZES,
@@ -53,7 +54,7 @@ def test_planner_paths_are_shortest_and_follow_free_adjacent_cells():
 
 def test_dataset_ids_round_trip_and_unknown_ids_name_the_valid_ones():
     assert pointmaze_dataset_id("umaze") == "offrl/pointmaze/umaze-v0"
-    assert pointmaze_dataset_id("umaze", noise=1.0) == "offrl/pointmaze/umaze-noise1.0-v0"
+    assert pointmaze_dataset_id("umaze", noise=1.0) == "offrl/pointmaze/umaze-noise1p0-v0"
     assert pointmaze_dataset_id("medium", steps=5000) == "offrl/pointmaze/medium-steps5000-v0"
     assert pointmaze_dataset_id("large", steps=MAZES["large"].default_steps) == "offrl/pointmaze/large-v0"
     for maze in MAZES:
@@ -63,7 +64,9 @@ def test_dataset_ids_round_trip_and_unknown_ids_name_the_valid_ones():
                 settings = parse_pointmaze_id(dataset_id)
                 assert settings == PointMazeSettings(maze, noise, steps or MAZES[maze].default_steps)
                 assert settings.dataset_id == dataset_id
+                parse_dataset_id(dataset_id)  # Minari accepts it (its ids allow no '.')
     assert parse_pointmaze_id("offrl/pointmaze/umaze-noise0.5-steps5000-v0") == PointMazeSettings("umaze", 0.5, 5000)
+    assert parse_pointmaze_id("offrl/pointmaze/umaze-noise1.0-v0").dataset_id == "offrl/pointmaze/umaze-noise1p0-v0"
     for bad in ("offrl/pointmaze/open-v0", "D4RL/pointmaze/umaze-v2", "offrl/pointmaze/umaze-v1", "umaze"):
         assert parse_pointmaze_id(bad) is None
     with pytest.raises(ValueError) as error:

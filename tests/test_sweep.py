@@ -32,8 +32,8 @@ def test_grid_expansion_is_the_full_product():
     assert {run["agent"] for run in runs} == {"iql-awr", "iql-ddpg", "iql-dawr"}
     assert {run["seed"] for run in runs} == {0, 1, 2}
     specs = sw.plan(sweep, Path("out"), limit=5)
-    assert [spec.name for spec in specs][:2] == ["000-agent=iql-awr_dataset=umaze-noise0.0-v0_seed=0",
-                                               "001-agent=iql-awr_dataset=umaze-noise0.0-v0_seed=1"]
+    assert [spec.name for spec in specs][:2] == ["000-agent=iql-awr_dataset=umaze-noise0p0-v0_seed=0",
+                                               "001-agent=iql-awr_dataset=umaze-noise0p0-v0_seed=1"]
     assert len(specs) == 5 and specs[0].run_dir == Path("out/runs") / specs[0].name
     assert len(sw.expand(sw.load_sweep(REPO / "configs/sweeps/fb_dimension.yaml"))) == 4 * 3
 

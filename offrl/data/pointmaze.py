@@ -20,9 +20,11 @@ of an episode carries the goal the agent is actually pursuing.)
 
 Rewards are sparse (1 within 0.45 of the desired goal). Data ids and settings:
 `offrl/pointmaze/umaze-v0` is the default (noise 0.5, 1M steps; medium 2M, large 4M);
-other settings get their own id, e.g. `offrl/pointmaze/umaze-noise1.0-v0` or
-`offrl/pointmaze/umaze-noise0.5-steps5000-v0`. The same id and seed give byte-identical
-arrays.
+other settings get their own id, e.g. `offrl/pointmaze/umaze-noise1p0-v0` or
+`offrl/pointmaze/umaze-noise0p25-steps5000-v0` (Minari ids allow no '.', so the noise's
+decimal point is written 'p'; `noise1.0` is accepted too and names the same dataset).
+An id is stored under its canonical form, so `umaze-noise0.5-v0` is `umaze-v0`. The same
+id and seed give byte-identical arrays.
 
 Reference scores (`ref_min_score`, `ref_max_score` in the metadata, so
 `minari.get_normalized_score` works) are the mean returns over 100 episodes of the
@@ -86,7 +88,7 @@ class PointMazeSettings:
 
 def _format_noise(noise: float) -> str:
     text = f"{noise:.6f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
+    return (text + "0" if text.endswith(".") else text).replace(".", "p")
 
 
 def pointmaze_dataset_id(maze: str, noise: float = DEFAULT_NOISE, steps: int | None = None) -> str:
@@ -107,7 +109,7 @@ def pointmaze_dataset_id(maze: str, noise: float = DEFAULT_NOISE, steps: int | N
 
 _ID_PATTERN = re.compile(
     rf"^{re.escape(NAMESPACE)}/(?P<maze>{'|'.join(MAZES)})"
-    r"(?:-noise(?P<noise>\d+(?:\.\d+)?))?(?:-steps(?P<steps>\d+))?-v0$"
+    r"(?:-noise(?P<noise>\d+(?:[.p]\d+)?))?(?:-steps(?P<steps>\d+))?-v0$"
 )
 
 
@@ -117,7 +119,7 @@ def parse_pointmaze_id(dataset_id: str) -> PointMazeSettings | None:
     if match is None:
         return None
     maze = match["maze"]
-    noise = float(match["noise"]) if match["noise"] is not None else DEFAULT_NOISE
+    noise = float(match["noise"].replace("p", ".")) if match["noise"] is not None else DEFAULT_NOISE
     steps = int(match["steps"]) if match["steps"] is not None else MAZES[maze].default_steps
     if steps < 1:
         return None
@@ -131,7 +133,7 @@ def resolve_pointmaze_id(dataset_id: str) -> PointMazeSettings:
         valid = ", ".join(pointmaze_dataset_id(maze) for maze in MAZES)
         raise ValueError(
             f"unknown pointmaze dataset {dataset_id!r}. Built-in datasets: {valid}; "
-            f"other settings as e.g. {NAMESPACE}/umaze-noise1.0-v0 or {NAMESPACE}/umaze-noise0.5-steps5000-v0"
+            f"other settings as e.g. {NAMESPACE}/umaze-noise1p0-v0 or {NAMESPACE}/umaze-noise0p25-steps5000-v0"
         )
     return settings
 
@@ -379,8 +381,9 @@ def evaluate_policy(maze: str, policy: str, episodes: int = EVAL_EPISODES, seed:
 
 
 def build_pointmaze_dataset(dataset_id: str, seed: int = 0, progress: bool = True) -> minari.MinariDataset:
-    """Generate the dataset an id names and write it to the local Minari store."""
+    """Generate the dataset an id names and write it to the local Minari store (under its canonical id)."""
     settings = resolve_pointmaze_id(dataset_id)
+    dataset_id = settings.dataset_id
     if get_dataset_path(dataset_id).exists():
         raise FileExistsError(f"{dataset_id} already exists at {get_dataset_path(dataset_id)}")
     rollout = collect_rollout(settings, seed=seed, progress=progress)
@@ -430,12 +433,13 @@ def build_pointmaze_dataset(dataset_id: str, seed: int = 0, progress: bool = Tru
 
 
 def pointmaze_dataset_exists(dataset_id: str) -> bool:
-    return (get_dataset_path(dataset_id) / "data" / "metadata.json").exists()
+    canonical = resolve_pointmaze_id(dataset_id).dataset_id
+    return (get_dataset_path(canonical) / "data" / "metadata.json").exists()
 
 
 def ensure_pointmaze_dataset(dataset_id: str) -> minari.MinariDataset:
     """Load the dataset from the local store, building it on first use."""
-    resolve_pointmaze_id(dataset_id)
+    dataset_id = resolve_pointmaze_id(dataset_id).dataset_id
     if pointmaze_dataset_exists(dataset_id):
         return minari.load_dataset(dataset_id)
     print(f"building {dataset_id} (first use) into {get_dataset_path(dataset_id)}")
