@@ -8,8 +8,24 @@ Exit status 0 on success; otherwise one line on stderr says why.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from offrl.cli import main_guard
+
+
+def final_line(summary: dict[str, Any], run_dir: str) -> str:
+    """The run's last line: a single-seed summary, or a --num-seeds summary (means over seeds,
+    spread across seeds)."""
+    score = summary.get("normalized_score")
+    headline = f"normalized score {score:.1f}" if score is not None else f"return {summary['return_mean']:.1f}"
+    if "seeds" in summary:
+        spread = f"+- {summary['return_mean_seed_std']:.1f} across {len(summary['seeds'])} seeds"
+    else:
+        spread = f"+- {summary['return_std']:.1f}"
+    return (
+        f"offrl: final {headline} (return {summary['return_mean']:.1f} {spread}, "
+        f"success {summary['success_rate']:.2f}) over {summary['episodes']} episodes -> {run_dir}/summary.json"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = cfg.parse_overrides(argv)
     config = resolve_config(overrides)
     summary = run(config)
-    score = summary.get("normalized_score")
-    headline = f"normalized score {score:.1f}" if score is not None else f"return {summary['return_mean']:.1f}"
-    print(
-        f"offrl: final {headline} (return {summary['return_mean']:.1f} +- {summary['return_std']:.1f}, "
-        f"success {summary['success_rate']:.2f}) over {summary['episodes']} episodes -> {config['run_dir']}/summary.json"
-    )
+    print(final_line(summary, config["run_dir"]))
     return 0
 
 
