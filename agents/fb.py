@@ -49,7 +49,7 @@ The batch's rewards are never read: training is reward-free whatever the dataset
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -61,6 +61,9 @@ import optax
 from flax.training.train_state import TrainState
 
 from offrl.networks import default_init, polyak_update
+
+if TYPE_CHECKING:
+    from offrl.envs.pointmaze import MazeGeometry
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "z_dim": 50,
@@ -448,11 +451,36 @@ class FBAgent(flax.struct.PyTreeNode):
 
 
 # ---- zero-shot task inference -------------------------------------------------------
+#
+# Observations given here are the agent's inputs; with `obs_mean` and `obs_std` they are
+# raw (environment coordinates) and are normalized as in training first.
 
 
-def infer_z_from_goal(agent: FBAgent, goal_observation: jax.Array) -> jax.Array:
+def _agent_inputs(observations: Any, obs_mean: Any | None, obs_std: Any | None) -> jax.Array:
+    observations = jnp.asarray(observations, jnp.float32)
+    if obs_mean is None:
+        return observations
+    return (observations - jnp.asarray(obs_mean)) / jnp.asarray(obs_std)
+
+
+def goal_observation(agent: FBAgent, goal: Sequence[float], obs_dim: int) -> np.ndarray:
+    """A raw observation holding `goal` in the dims B reads (`goal_dims`; all of them when
+    None) and zeros elsewhere, which B never sees: `goal` is in B's input coordinates
+    (pointmaze: the ball's x, y)."""
+    dims = agent.config["goal_dims"] or tuple(range(obs_dim))
+    if len(goal) != len(dims):
+        raise ValueError(f"the goal has {len(goal)} values but B reads {len(dims)} observation dims (goal_dims {list(dims)})")
+    observation = np.zeros(obs_dim, np.float32)
+    observation[list(dims)] = goal
+    return observation
+
+
+def infer_z_from_goal(
+    agent: FBAgent, goal_observation: Any, obs_mean: Any | None = None, obs_std: Any | None = None
+) -> jax.Array:
     """z = B(g) on the sphere: pi_z then maximises the discounted occupancy of g."""
-    return project_to_sphere(agent.backward_values(jnp.asarray(goal_observation, jnp.float32)), math.sqrt(agent.config["z_dim"]))
+    goal = _agent_inputs(goal_observation, obs_mean, obs_std)
+    return project_to_sphere(agent.backward_values(goal), math.sqrt(agent.config["z_dim"]))
 
 
 def _sample_rows(num_rows: int, max_samples: int, key: jax.Array | None) -> np.ndarray | None:
@@ -465,10 +493,12 @@ def _sample_rows(num_rows: int, max_samples: int, key: jax.Array | None) -> np.n
 
 def infer_z_from_rewards(
     agent: FBAgent,
-    observations: jax.Array,
-    rewards: jax.Array,
+    observations: Any,
+    rewards: Any,
     max_samples: int = 10_000,
     key: jax.Array | None = None,
+    obs_mean: Any | None = None,
+    obs_std: Any | None = None,
 ) -> jax.Array:
     """z = E[r(s) B(s)] over a sample of states, on the sphere.
 
@@ -479,7 +509,7 @@ def infer_z_from_rewards(
     rows = _sample_rows(len(observations), max_samples, key)
     if rows is not None:
         observations, rewards = observations[rows], rewards[rows]
-    observations = jnp.asarray(observations, jnp.float32)
+    observations = _agent_inputs(observations, obs_mean, obs_std)
     rewards = jnp.asarray(rewards, jnp.float32).reshape(-1)
     z = jnp.mean(rewards[:, None] * agent.backward_values(observations), axis=0)
     return project_to_sphere(z, math.sqrt(agent.config["z_dim"]))
@@ -491,16 +521,20 @@ def infer_z_from_reward_fn(
     reward_fn: Callable[[Any], Any],
     max_samples: int = 10_000,
     key: jax.Array | None = None,
+    obs_mean: Any | None = None,
+    obs_std: Any | None = None,
 ) -> jax.Array:
     """`infer_z_from_rewards` with r = reward_fn(observations), the same rows sampled.
 
     reward_fn maps a batch of rows [N, obs_dim] to rewards [N]; it is called once, on the
-    sampled rows only and in the array type given (numpy stays numpy, so plain numpy
-    reward code works)."""
+    sampled rows only, as given (raw when `obs_mean`/`obs_std` are given, so it reads
+    environment coordinates) and in the array type given (numpy stays numpy, so plain
+    numpy reward code works)."""
     rows = _sample_rows(len(observations), max_samples, key)
     if rows is not None:
         observations = observations[rows]
-    return infer_z_from_rewards(agent, observations, reward_fn(observations), max_samples=len(observations))
+    rewards = reward_fn(observations)
+    return infer_z_from_rewards(agent, observations, rewards, len(observations), obs_mean=obs_mean, obs_std=obs_std)
 
 
 def value_landscape(
@@ -537,9 +571,37 @@ def value_landscape(
     for x_dim, y_dim in position_dims:
         observations[:, x_dim] = grid_x.ravel()
         observations[:, y_dim] = grid_y.ravel()
-    if obs_mean is not None:
-        observations = (observations - np.asarray(obs_mean)) / np.asarray(obs_std)
-    values = np.asarray(agent.state_values(jnp.asarray(observations, jnp.float32), jnp.asarray(z, jnp.float32)), np.float64)
+    observations = _agent_inputs(observations, obs_mean, obs_std)
+    values = np.asarray(agent.state_values(observations, jnp.asarray(z, jnp.float32)), np.float64)
     values = values.reshape(grid_x.shape)
     values[~np.repeat(np.repeat(free, points_per_cell, axis=0), points_per_cell, axis=1)] = np.nan
     return values, (-half_width, half_width, -half_height, half_height)
+
+
+def pointmaze_value_map(
+    agent: FBAgent,
+    maze: MazeGeometry,
+    z: jax.Array | None = None,
+    goal: Sequence[float] | None = None,
+    obs_mean: Any | None = None,
+    obs_std: Any | None = None,
+) -> tuple[np.ndarray, tuple[float, float, float, float], jax.Array, np.ndarray | None]:
+    """`value_landscape` over a PointMaze (`offrl.envs.pointmaze.maze_geometry`), each grid
+    point the maze's base observation moved there at rest: (values, extent, z, goal x, y).
+
+    Without z, z = B(centre of the maze's goal cell) and that centre is the goal returned.
+    With z, `goal` (in B's input coordinates, e.g. what z was inferred from) is returned
+    when B reads the ball's position, so a figure can mark it; otherwise None.
+    """
+    goal_xy = None
+    if z is None:
+        if maze.goal_xy is None:
+            raise ValueError("the maze has no single goal cell to infer z from; give z")
+        goal_xy = maze.goal_xy
+        z = infer_z_from_goal(agent, maze.observation_at(goal_xy), obs_mean, obs_std)
+    elif goal is not None and tuple(agent.config["goal_dims"] or ()) in maze.position_dims:
+        goal_xy = np.asarray(goal)
+    values, extent = value_landscape(
+        agent, z, maze.base_observation, maze.free_cells, maze.position_dims, maze.cell_size, obs_mean=obs_mean, obs_std=obs_std
+    )
+    return values, extent, z, goal_xy

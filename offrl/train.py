@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,6 +176,21 @@ def evaluate_seeds(
     return split_episodes(episodes, len(seeds), episodes_per_seed)
 
 
+def evaluate_state(
+    state: LoopState, spec: Any, episodes: int, seed: int, deterministic: bool, step: int
+) -> dict[str, np.ndarray]:
+    """`episodes` episodes of one (unstacked) state in the env of `spec` (a `DatasetSpec` or
+    a gymnasium id): the episodes a run with `seed` evaluates at `step`, as `run_episodes`
+    returns them."""
+    from offrl.envs import make_eval_vector_env
+
+    envs = make_eval_vector_env(spec, episodes, seed)
+    try:
+        return evaluate_seeds(envs, stack_states([state]), [seed], episodes, deterministic, step)[0]
+    finally:
+        envs.close()
+
+
 def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: int) -> list[dict[str, np.ndarray]]:
     per_env = ("returns", "lengths", "successes")
     out = []
@@ -273,6 +288,17 @@ def build_experiment(config: dict[str, Any], load_data: bool = True) -> Experime
     return Experiment(config, agent_cls, agent_defaults, spec, transitions)
 
 
+def check_replacement(dataset: Transitions | None, replacement: Transitions) -> None:
+    if dataset is None:
+        raise cfg.ConfigError("transitions replace an offline dataset's rows; this agent has no dataset")
+    for name in ("observations", "actions"):
+        if getattr(dataset, name).shape[1:] != getattr(replacement, name).shape[1:]:
+            raise cfg.ConfigError(
+                f"the given transitions' {name} have shape {getattr(replacement, name).shape[1:]} per row, but "
+                f"the dataset has {getattr(dataset, name).shape[1:]}"
+            )
+
+
 def default_run_dir(config: dict[str, Any]) -> Path:
     slug = str(config["dataset"] or config["env"]).replace("/", "_").replace(".hdf5", "")
     return Path("runs") / config["agent"] / slug / f"s{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -286,11 +312,16 @@ def boundaries(total: int, *intervals: int) -> list[int]:
     return sorted(points)
 
 
-def run(config: dict[str, Any], *, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    config: dict[str, Any], *, stop_after: int | None = None, progress: bool = True, transitions: Transitions | None = None
+) -> dict[str, Any]:
     """Train, evaluate, log and checkpoint one run; returns the final evaluation summary.
 
     `stop_after` ends this process's work after that many updates, as a kill would (no
     final evaluation, no summary), so preemption and `--resume` can be tested exactly.
+    `transitions` trains on these rows instead of the named dataset's (e.g. its rows with
+    relabeled rewards); the dataset still gives the evaluation env and scores. They are
+    not saved: a resumed run must be given them again.
     """
     resume_dir = config.get("resume")
     if resume_dir:
@@ -299,6 +330,9 @@ def run(config: dict[str, Any], *, stop_after: int | None = None, progress: bool
     run_dir = Path(config["run_dir"] or default_run_dir(config))
     config["run_dir"] = str(run_dir)
     experiment = build_experiment(config)
+    if transitions is not None:
+        check_replacement(experiment.transitions, transitions)
+        experiment = replace(experiment, transitions=transitions)
     if getattr(experiment.agent_cls, "online", False):
         from offrl.online import run_online
 

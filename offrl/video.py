@@ -18,7 +18,7 @@ def record_episode(spec: Any, policy: Callable, path: Path, seed: int, fps: int 
     import imageio.v2 as imageio
     import gymnasium as gym
 
-    from offrl.envs import flatten_observations
+    from offrl.envs import flatten_observation
 
     path = Path(path)
     if path.suffix.lower() == ".mp4":
@@ -35,9 +35,8 @@ def record_episode(spec: Any, policy: Callable, path: Path, seed: int, fps: int 
         done = False
         while not done:
             frames.append(env.render())
-            # flatten_observations takes a batch: give the single observation a batch axis of 1.
-            batch = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], observation)
-            flat = flatten_observations(env.observation_space, batch)
+            # The policy takes a batch, as in evaluation: a batch of one.
+            flat = flatten_observation(env.observation_space, observation)[None]
             key, step_key = jax.random.split(key)
             action = np.asarray(policy(jnp.asarray(flat, jnp.float32), step_key))[0]
             if isinstance(env.action_space, gym.spaces.Discrete):

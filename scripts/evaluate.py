@@ -85,8 +85,8 @@ def check_fb_options(args: argparse.Namespace, which: str) -> None:
         raise ConfigError(f"{FB_OPTIONS} need an fb checkpoint; {args.path} is a {agent} run")
 
 
-def load_reward_fn(spec: str) -> Callable[[np.ndarray], Any]:
-    """The function named by MODULE:FUNCTION."""
+def load_reward_fn(spec: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The function named by MODULE:FUNCTION, its output checked to be one reward per row."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise ConfigError(f"--reward expects 'dataset' or MODULE:FUNCTION, got {spec!r}")
@@ -100,107 +100,62 @@ def load_reward_fn(spec: str) -> Callable[[np.ndarray], Any]:
     function = getattr(module, name, None)
     if not callable(function):
         raise ConfigError(f"--reward {spec}: module {module_name!r} has no function {name!r}")
-    return function
+
+    def rewards(observations: np.ndarray) -> np.ndarray:
+        values = np.asarray(function(observations), np.float32)
+        if values.shape != (len(observations),):
+            raise ConfigError(
+                f"--reward {spec} returned shape {values.shape} for {len(observations)} observations; expected ({len(observations)},)"
+            )
+        return values
+
+    return rewards
 
 
-def goal_z(state: Any, goal: tuple[float, ...]) -> jax.Array:
-    """z = B(goal) for a goal in B's input coordinates (the agent's goal_dims)."""
-    from agents.fb import infer_z_from_goal
+def task_z(args: argparse.Namespace, state: Any, transitions: Any) -> tuple[str | None, jax.Array | None]:
+    """The --goal or --reward task and its z, (None, None) without either."""
+    from agents.fb import goal_observation, infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards
 
-    obs_dim = state.obs_mean.shape[-1]
-    dims = state.agent.config["goal_dims"] or tuple(range(obs_dim))
-    if len(goal) != len(dims):
-        raise ConfigError(f"--goal has {len(goal)} values but B reads {len(dims)} observation dims (goal_dims {list(dims)})")
-    observation = np.zeros(obs_dim, np.float32)
-    observation[list(dims)] = goal
-    return infer_z_from_goal(state.agent, (observation - state.obs_mean) / state.obs_std)
-
-
-def reward_z(state: Any, transitions: Any, reward: str, samples: int) -> jax.Array:
-    """z from the dataset's rewards ('dataset') or a MODULE:FUNCTION of raw observations."""
-    from agents.fb import infer_z_from_reward_fn, infer_z_from_rewards
-
-    mean, std = np.asarray(state.obs_mean), np.asarray(state.obs_std)
+    if args.goal is not None:
+        try:
+            goal = goal_observation(state.agent, args.goal, state.obs_mean.shape[-1])
+        except ValueError as error:
+            raise ConfigError(f"--goal: {error}") from None
+        return f"goal {','.join(map(str, args.goal))}", infer_z_from_goal(state.agent, goal, state.obs_mean, state.obs_std)
+    if args.reward is None:
+        return None, None
     # Next observations: rewards are received there (r(s, a, s')) and B is trained on them.
-    observations = (transitions.next_observations - mean) / std
-    if reward == "dataset":
-        return infer_z_from_rewards(state.agent, observations, transitions.rewards, samples)
-    function = load_reward_fn(reward)
-
-    def raw_rewards(normalized: np.ndarray) -> np.ndarray:
-        # The user's function reads environment coordinates, as in the dataset and the env.
-        raw = normalized * std + mean
-        rewards = np.asarray(function(raw), np.float32)
-        if rewards.shape != (len(raw),):
-            raise ConfigError(f"--reward {reward} returned shape {rewards.shape} for {len(raw)} observations; expected ({len(raw)},)")
-        return rewards
-
-    return infer_z_from_reward_fn(state.agent, observations, raw_rewards, samples)
+    observations, normalization = transitions.next_observations, {"obs_mean": state.obs_mean, "obs_std": state.obs_std}
+    if args.reward == "dataset":
+        z = infer_z_from_rewards(state.agent, observations, transitions.rewards, args.reward_samples, **normalization)
+    else:
+        z = infer_z_from_reward_fn(state.agent, observations, load_reward_fn(args.reward), args.reward_samples, **normalization)
+    return f"reward {args.reward}", z
 
 
-def pointmaze_layout(space: Any) -> tuple[list[tuple[int, int]], list[int]]:
-    """In a flattened PointMaze observation: the (x, y) index pairs of the ball's position
-    (achieved_goal and observation[:2]) and the velocity indices (observation[2:4])."""
-    from gymnasium import spaces
-
-    offsets, start = {}, 0
-    for key, subspace in space.spaces.items():
-        offsets[key] = start
-        start += spaces.flatdim(subspace)
-    achieved, own = offsets["achieved_goal"], offsets["observation"]
-    return [(achieved, achieved + 1), (own, own + 1)], [own + 2, own + 3]
-
-
-def pointmaze_value_map(
-    state: Any, experiment: Any, seed: int, z: jax.Array | None = None, goal: tuple[float, ...] | None = None
+def value_map(
+    state: Any, experiment: Any, seed: int, z: jax.Array | None, goal: tuple[float, ...] | None
 ) -> tuple[np.ndarray, tuple[float, float, float, float], jax.Array, np.ndarray | None]:
-    """The value landscape over the run's maze: (values, extent, z, goal x, y or None).
-
-    Grid points are a reset observation of the evaluation env with the position moved
-    and the velocity zero. Without z, z = B of the centre of the evaluation goal cell
-    (marked); with z, `goal` (the --goal values) is marked when B reads a position.
-    """
-    from agents.fb import infer_z_from_goal, value_landscape
-    from offrl.envs import flatten_observations
-    from offrl.envs.robotics import gymnasium_robotics
+    """--value-map: `agents.fb.pointmaze_value_map` over the run's evaluation maze."""
+    from agents.fb import pointmaze_value_map
+    from offrl.envs.pointmaze import maze_geometry
 
     if experiment.spec.env_factory is None:
         raise ConfigError(f"--value-map needs a PointMaze evaluation env; {experiment.spec.name} has none")
-    env = experiment.spec.env_factory()
     try:
-        if not isinstance(env.unwrapped, gymnasium_robotics.envs.maze.point_maze.PointMazeEnv):
-            raise ConfigError(f"--value-map needs a PointMaze evaluation env, not {env.spec.id if env.spec else env}")
-        maze = env.unwrapped.maze
-        observation, _ = env.reset(seed=seed)
-        space = env.observation_space
-    finally:
-        env.close()
-    base = flatten_observations(space, {key: np.asarray(value)[None] for key, value in observation.items()})[0]
-    positions, velocities = pointmaze_layout(space)
-    base[velocities] = 0.0
-    goal_xy = None
-    if z is None:
-        if len(maze.unique_goal_locations) != 1:
-            raise ConfigError("--value-map: the evaluation maze has no single goal cell; pass --goal")
-        goal_xy = np.asarray(maze.unique_goal_locations[0])
-        at_goal = base.copy()
-        for x_dim, y_dim in positions:
-            at_goal[[x_dim, y_dim]] = goal_xy
-        z = infer_z_from_goal(state.agent, (at_goal - state.obs_mean) / state.obs_std)
-    elif goal is not None and tuple(state.agent.config["goal_dims"] or ()) in positions:
-        goal_xy = np.asarray(goal)
-    free_cells = np.array([[cell != 1 for cell in row] for row in maze.maze_map])
-    values, extent = value_landscape(
-        state.agent, z, base, free_cells, positions, maze.maze_size_scaling, obs_mean=state.obs_mean, obs_std=state.obs_std
-    )
-    return values, extent, z, goal_xy
+        maze = maze_geometry(experiment.spec.env_factory, seed)
+    except ValueError as error:
+        raise ConfigError(f"--value-map: {error}") from None
+    if z is None and maze.goal_xy is None:
+        raise ConfigError("--value-map: the evaluation maze has no single goal cell; pass --goal")
+    return pointmaze_value_map(state.agent, maze, z, goal, state.obs_mean, state.obs_std)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from offrl.envs import make_eval_vector_env, normalized_score
+    from offrl.envs import normalized_score
     from offrl.evaluation import make_policy, summarize_episodes, value_landscape_figure
     from offrl.logging import RunLogger
-    from offrl.train import evaluate_seeds, restore_run, stack_states
+    from offrl.train import evaluate_state, restore_run
 
     args = parse_args(argv)
     which = "best" if args.best else "latest"
@@ -210,19 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     seed = config["seed"] if args.seed is None else args.seed
     episodes = args.episodes or config["eval_episodes"]
     deterministic = config["eval_deterministic"] and not args.stochastic
-    task, z = None, None
-    if args.goal is not None:
-        task, z = f"goal {','.join(map(str, args.goal))}", goal_z(state, args.goal)
-    elif args.reward is not None:
-        task, z = f"reward {args.reward}", reward_z(state, experiment.transitions, args.reward, args.reward_samples)
+    task, z = task_z(args, state, experiment.transitions)
     if z is not None:
         state = state.replace(agent=state.agent.with_task(z))
-    envs = make_eval_vector_env(experiment.spec, episodes, seed)
-    try:
-        # The training loop's own evaluation, for one seed: the same episodes as the run's summary.
-        rollouts = evaluate_seeds(envs, stack_states([state]), [seed], episodes, deterministic, step)[0]
-    finally:
-        envs.close()
+    # The training loop's own evaluation, for one seed: the same episodes as the run's summary.
+    rollouts = evaluate_state(state, experiment.spec, episodes, seed, deterministic, step)
     metrics = {**summarize_episodes(rollouts, lambda r: normalized_score(experiment.spec, r)), "step": step}
     report = metrics if task is None else {**metrics, "task": task, "z": np.asarray(z).tolist()}
     print(json.dumps(report, indent=2))
@@ -236,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"offrl: video -> {record_episode(experiment.spec, policy, target, seed)}")
     figure = None
     if args.value_map is not None:
-        values, extent, _, goal_xy = pointmaze_value_map(state, experiment, seed, z, args.goal)
+        values, extent, _, goal_xy = value_map(state, experiment, seed, z, args.goal)
         figure = value_landscape_figure(values, extent, goal_xy, f"fb step {step}: {task or 'evaluation goal cell'}")
         args.value_map.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.value_map, dpi=100, bbox_inches="tight")

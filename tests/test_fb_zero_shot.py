@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -11,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, value_landscape
+from agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
 from offrl.cli import main_guard
-from offrl.envs.pointmaze import EVAL_TASKS
+from offrl.envs.pointmaze import EVAL_TASKS, make_pointmaze_env, maze_geometry
 from offrl.train import resolve_config, restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -80,13 +81,20 @@ def test_goal_option_and_value_map(fb_run, tmp_path):
 def test_value_landscape_masks_exactly_the_walls(fb_run):
     state, experiment, _ = restore_run(fb_run)
     agent = state.agent
-    values, extent, z, goal_xy = evaluate_script.pointmaze_value_map(state, experiment, seed=0)
+    maze = maze_geometry(experiment.spec.env_factory, seed=0)
+    values, extent, z, goal_xy = pointmaze_value_map(agent, maze, obs_mean=state.obs_mean, obs_std=state.obs_std)
 
     task = EVAL_TASKS["umaze"]
     walls = np.array(task.maze_map) == 1
     rows, cols = walls.shape
     goal_row, goal_col = task.eval_goal_cell
     np.testing.assert_allclose(goal_xy, [goal_col + 0.5 - cols / 2, rows / 2 - goal_row - 0.5])
+    np.testing.assert_allclose(maze.cell_center(task.eval_goal_cell), goal_xy)
+    # Another goal cell moves the evaluation goal there.
+    moved = maze_geometry(functools.partial(make_pointmaze_env, "umaze", goal_cell=(3, 3)))
+    np.testing.assert_allclose(moved.goal_xy, maze.cell_center((3, 3)))
+    with pytest.raises(ValueError, match="not a free cell"):
+        make_pointmaze_env("umaze", goal_cell=(0, 0))
     np.testing.assert_allclose(z, infer_z_from_goal(agent, observation_at(*goal_xy)), atol=1e-5)
     assert extent == (-cols / 2, cols / 2, -rows / 2, rows / 2)
 

@@ -12,7 +12,7 @@ import pytest
 
 from offrl.data import DatasetError, DatasetNotFoundError
 from offrl.data.minari_loader import load_minari, local_minari_ids
-from offrl.envs import flatten_observations, make_eval_vector_env
+from offrl.envs import flatten_observation, make_eval_vector_env
 
 gym.register_envs(gymnasium_robotics)
 
@@ -103,8 +103,7 @@ def test_eval_env_observations_flatten_like_dataset_rows(store):
     env = dataset.recover_environment(eval_env=True)
     dict_observation, _ = env.reset(seed=11)
     assert env.observation_space == dataset.observation_space
-    batch = {key: value[None] for key, value in dict_observation.items()}
-    row = flatten_observations(dataset.observation_space, batch)[0]
+    row = flatten_observation(dataset.observation_space, dict_observation)
     np.testing.assert_array_equal(row, gym.spaces.flatten(env.observation_space, dict_observation).astype(np.float32))
     envs = make_eval_vector_env("PointMaze_UMaze-v3", num_envs=2, seed=11)
     vector_observations, _ = envs.reset(seed=11)

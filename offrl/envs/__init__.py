@@ -50,6 +50,20 @@ def flatten_observations(space: spaces.Space, observations: Any) -> np.ndarray:
     raise TypeError(f"cannot flatten observations of space {space}; supported: Box, MultiBinary, Discrete, Dict, Tuple")
 
 
+def flatten_observation(space: spaces.Space, observation: Any) -> np.ndarray:
+    """One observation of `space` (no batch axis, as `env.reset`/`env.step` return it) as a
+    flat float32 vector of shape (flat_dim,), exactly as `flatten_observations` flattens a row."""
+
+    def with_batch_axis(subspace: spaces.Space, value: Any) -> Any:
+        if isinstance(subspace, spaces.Dict):
+            return {key: with_batch_axis(inner, value[key]) for key, inner in subspace.spaces.items()}
+        if isinstance(subspace, spaces.Tuple):
+            return tuple(with_batch_axis(inner, part) for inner, part in zip(subspace.spaces, value))
+        return np.asarray(value)[None]
+
+    return flatten_observations(space, with_batch_axis(space, observation))[0]
+
+
 def flat_dim(space: spaces.Space) -> int:
     """Length of a flattened observation of `space`."""
     return int(spaces.flatdim(space))
@@ -110,6 +124,7 @@ def normalized_score(spec: DatasetSpec, returns: np.ndarray | float) -> np.ndarr
 
 __all__ = [
     "flat_dim",
+    "flatten_observation",
     "flatten_observations",
     "make_env",
     "make_eval_vector_env",
