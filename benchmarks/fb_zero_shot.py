@@ -1,0 +1,218 @@
+"""FB zero-shot against IQL-DDPG trained with rewards, side by side on one pointmaze.
+
+FB is trained once, without rewards. It is then asked, zero-shot, for
+  goals         every free cell's centre as the evaluation goal (z = B(goal) of the
+                episode's desired goal at every step), from random start cells;
+  dense reward  r(s) = -||position(s) - g|| for chosen goal cells g, with z = the
+                normalized mean of r(s) B(s) over --reward-samples dataset states.
+IQL-DDPG is trained on the same dataset with rewards: once on the dataset's own sparse
+goal reward (the goal is in its observation, so one agent serves every goal cell), and
+once per dense goal on the dataset relabeled with that dense reward. Both are evaluated
+on the same episodes (same env seeds), and a uniform random policy is measured on them
+too, for scale. The targets (issue 5):
+  goal reaching  FB success rate >= 80% of IQL-DDPG's, over all goal cells;
+  dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2.
+
+Outputs under --out: results.json, results.md (the table), value_map.png (FB's value
+landscape F(s, pi_z(s), z)^T z for the first dense goal, also logged to W&B unless
+--wandb.mode disabled), and the run directories of every agent.
+
+    python benchmarks/fb_zero_shot.py [--maze umaze] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from agents.fb import infer_z_from_reward_fn, pointmaze_value_map
+from offrl.cli import main_guard
+from offrl.data.pointmaze import pointmaze_dataset_id
+from offrl.envs import make_eval_vector_env
+from offrl.envs.pointmaze import make_pointmaze_env, maze_geometry, pointmaze_task
+from offrl.evaluation import run_episodes, value_landscape_figure
+from offrl.logging import RunLogger
+from offrl.train import evaluate_state, resolve_config, restore_run, run
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOAL_TARGET = 0.8
+DENSE_TARGET = 0.2
+
+
+def negative_distance(observations: np.ndarray, goal: np.ndarray, position_dims: tuple[int, int]) -> np.ndarray:
+    """The dense reward: minus the ball's distance to `goal`, for raw flat observations."""
+    return -np.linalg.norm(np.asarray(observations)[..., list(position_dims)] - goal, axis=-1)
+
+
+def train(agent: str, dataset: str, run_dir: Path, steps: int, overrides: dict[str, Any], wandb_mode: str,
+          transitions: Any = None) -> tuple[Any, Any, int]:
+    """Train (or reuse a finished run in `run_dir`) and return its final state, experiment and step."""
+    if not (run_dir / "summary.json").is_file():
+        config = resolve_config({"agent": agent, "dataset": dataset, "steps": steps, "run_dir": str(run_dir),
+                                 "eval_interval": steps, "eval_episodes": 10, "wandb.mode": wandb_mode, **overrides})
+        run(config, transitions=transitions)
+    return restore_run(run_dir)
+
+
+def random_rollouts(spec: Any, episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """A uniform random policy on the episodes `evaluate_state` runs with `seed` (same env seeds)."""
+    envs = make_eval_vector_env(spec, episodes, seed)
+    try:
+        shape = (episodes, *envs.single_action_space.shape)
+        policy = lambda observations, key: jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)  # noqa: E731
+        return run_episodes(envs, policy, jax.random.PRNGKey(seed), seed=[seed + 10_000 + j for j in range(episodes)])
+    finally:
+        envs.close()
+
+
+def rollouts(state: Any, spec: Any, episodes: int, seed: int, step: int) -> dict[str, np.ndarray]:
+    return evaluate_state(state, spec, episodes, seed, deterministic=True, step=step)
+
+
+def dense_returns(episodes: dict[str, np.ndarray], reward_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Each episode's undiscounted sum of reward_fn(s') over its steps."""
+    rewards = reward_fn(episodes["next_observations"])
+    return np.bincount(episodes["env_ids"], weights=rewards, minlength=len(episodes["returns"]))
+
+
+def format_table(goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]]) -> str:
+    lines = ["| goal cell | FB zero-shot success | IQL-DDPG success | random success |", "|---|---|---|---|"]
+    for row in goal_rows:
+        lines.append(f"| {row['cell']} | {row['fb']:.2f} | {row['iql']:.2f} | {row['random']:.2f} |")
+    fb = np.mean([r["fb"] for r in goal_rows])
+    iql = np.mean([r["iql"] for r in goal_rows])
+    lines.append(f"| **all** | **{fb:.2f}** | **{iql:.2f}** | {np.mean([r['random'] for r in goal_rows]):.2f} |")
+    lines += ["", "| dense goal cell | FB zero-shot return | IQL-DDPG return (trained on it) | random return | gap |",
+              "|---|---|---|---|---|"]
+    for row in dense_rows:
+        lines.append(f"| {row['cell']} | {row['fb']:.1f} | {row['iql']:.1f} | {row['random']:.1f} | {row['gap']:.1%} |")
+    return "\n".join(lines)
+
+
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    cells = []
+    for item in text.split(";"):
+        row, col = (int(v) for v in item.split(","))
+        cells.append((row, col))
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--maze", default="umaze")
+    parser.add_argument("--dataset-steps", type=int, default=None, help="dataset size (default: the maze's default)")
+    parser.add_argument("--fb-steps", type=int, default=20_000)
+    parser.add_argument("--iql-steps", type=int, default=20_000)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per goal cell")
+    parser.add_argument("--dense-cells", default=None, help="'row,col;row,col' (default: the evaluation goal cell)")
+    parser.add_argument("--reward-samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, not the targets")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/benchmarks/fb_zero_shot[_quick]")
+    parser.add_argument("--wandb.mode", dest="wandb_mode", default="disabled", choices=["online", "offline", "disabled"])
+    parser.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE",
+                        help="an override for one agent, e.g. fb.z_dim=64 or iql.hidden_dims=128,128; repeatable")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.dataset_steps, args.fb_steps, args.iql_steps, args.episodes = 5000, 200, 200, 2
+    out = args.out or REPO_ROOT / "runs" / "benchmarks" / ("fb_zero_shot_quick" if args.quick else "fb_zero_shot")
+    out.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, dict[str, Any]] = {"fb": {}, "iql": {}}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        agent, _, key = name.partition(".")
+        if agent not in overrides or not key:
+            raise ValueError(f"--set expects fb.KEY=VALUE or iql.KEY=VALUE, got {item!r}")
+        overrides[agent][key] = value
+    from offrl.config import parse_overrides
+
+    overrides = {agent: parse_overrides([f"--{k}={v}" for k, v in values.items()]) for agent, values in overrides.items()}
+    started = time.perf_counter()
+    dataset = pointmaze_dataset_id(args.maze, steps=args.dataset_steps)
+
+    fb_state, fb_experiment, fb_step = train("fb", dataset, out / "fb", args.fb_steps, overrides["fb"], args.wandb_mode)
+    iql_state, _, iql_step = train("iql-ddpg", dataset, out / "iql-ddpg", args.iql_steps, overrides["iql"], args.wandb_mode)
+    spec, transitions = fb_experiment.spec, fb_experiment.transitions
+    geometry = maze_geometry(spec.env_factory, args.seed)
+    free = [tuple(int(i) for i in cell) for cell in np.argwhere(geometry.free_cells)]
+
+    def goal_spec(cell: tuple[int, int]) -> Any:
+        factory = functools.partial(make_pointmaze_env, args.maze, eval=True, goal_cell=cell)
+        return dataclasses.replace(spec, env_factory=factory, ref_min_score=None, ref_max_score=None)
+
+    goal_rows = []
+    for cell in free:
+        success = {}
+        for name, state, step in (("fb", fb_state, fb_step), ("iql", iql_state, iql_step)):
+            success[name] = float(rollouts(state, goal_spec(cell), args.episodes, args.seed, step)["successes"].mean())
+        random_success = float(random_rollouts(goal_spec(cell), args.episodes, args.seed)["successes"].mean())
+        goal_rows.append({"cell": list(cell), **success, "random": random_success})
+        print(f"goal {cell}: fb {success['fb']:.2f}, iql-ddpg {success['iql']:.2f}", flush=True)
+
+    dense_cells = parse_cells(args.dense_cells) if args.dense_cells else [pointmaze_task(args.maze).eval_goal_cell]
+    dense_rows, value_map = [], None
+    for cell in dense_cells:
+        goal_xy = geometry.cell_center(cell)
+        reward_fn = functools.partial(negative_distance, goal=goal_xy, position_dims=geometry.position_dims[0])
+        z = infer_z_from_reward_fn(fb_state.agent, transitions.next_observations, reward_fn, args.reward_samples,
+                                   jax.random.PRNGKey(args.seed), fb_state.obs_mean, fb_state.obs_std)
+        fb_task = fb_state.replace(agent=fb_state.agent.with_task(z))
+        relabeled = dataclasses.replace(transitions, rewards=reward_fn(transitions.next_observations).astype(np.float32))
+        dense_dir = out / f"iql-ddpg-dense-{cell[0]}-{cell[1]}"
+        dense_state, _, dense_step = train("iql-ddpg", dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode,
+                                           transitions=relabeled)
+        returns = {name: float(dense_returns(rollouts(state, goal_spec(cell), args.episodes, args.seed, step), reward_fn).mean())
+                   for name, state, step in (("fb", fb_task, fb_step), ("iql", dense_state, dense_step))}
+        returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell), args.episodes, args.seed), reward_fn).mean())
+        gap = (returns["iql"] - returns["fb"]) / abs(returns["iql"])
+        dense_rows.append({"cell": list(cell), **returns, "gap": gap})
+        print(f"dense {cell}: fb {returns['fb']:.1f}, iql-ddpg {returns['iql']:.1f}, random {returns['random']:.1f}", flush=True)
+        if value_map is None:
+            values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=z, obs_mean=fb_state.obs_mean,
+                                                       obs_std=fb_state.obs_std)
+            value_map = value_landscape_figure(values, extent, goal_xy, f"FB zero-shot, reward -||s - {np.round(goal_xy, 2).tolist()}||")
+
+    fb_success = float(np.mean([r["fb"] for r in goal_rows]))
+    iql_success = float(np.mean([r["iql"] for r in goal_rows]))
+    summary = {
+        "dataset": dataset, "fb_steps": fb_step, "iql_steps": iql_step, "episodes_per_goal": args.episodes,
+        "goal_reaching": {"fb": fb_success, "iql_ddpg": iql_success,
+                          "ratio": fb_success / iql_success if iql_success > 0 else None, "per_cell": goal_rows},
+        "dense_reward": dense_rows,
+        "targets": {
+            "goal_ratio_at_least": GOAL_TARGET,
+            "goal_met": iql_success > 0 and fb_success / iql_success >= GOAL_TARGET,
+            "dense_gap_at_most": DENSE_TARGET,
+            "dense_met": all(row["gap"] <= DENSE_TARGET for row in dense_rows),
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    table = format_table(goal_rows, dense_rows)
+    (out / "results.md").write_text(table + "\n")
+    value_map.savefig(out / "value_map.png", dpi=100, bbox_inches="tight")
+    if args.wandb_mode != "disabled":
+        logger = RunLogger(out / "wandb", {"benchmark": "fb_zero_shot", "dataset": dataset,
+                                           "wandb": {"mode": args.wandb_mode, "project": "offrl", "entity": None,
+                                                     "group": None, "name": "fb_zero_shot", "tags": ["benchmark"]}})
+        logger.log_figure("fb/value_map", value_map, fb_step)
+        logger.summary({"goal_success_fb": fb_success, "goal_success_iql_ddpg": iql_success})
+        logger.close()
+    print(table)
+    ratio = f"{fb_success / iql_success:.2f}" if iql_success > 0 else "n/a"
+    print(f"goal reaching: FB {fb_success:.2f} vs IQL-DDPG {iql_success:.2f} (ratio {ratio}, target >= {GOAL_TARGET}); "
+          f"dense gaps {[round(r['gap'], 3) for r in dense_rows]} (target <= {DENSE_TARGET}); {summary['seconds']:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(lambda: main()))
