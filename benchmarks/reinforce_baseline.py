@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +34,42 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def learning_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(training episodes seen, mean training-episode return) per update, from metrics.jsonl."""
+def learning_curve(run_dir: Path, metric: str = "rollout/return_mean") -> tuple[np.ndarray, np.ndarray]:
+    """(training episodes seen, `metric`) per update, from metrics.jsonl; by default the mean
+    training-episode return, or any other per-update metric such as `train/advantage_abs`."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [row for row in rows if "rollout/return_mean" in row]
-    return np.array([row["rollout/episodes"] for row in rows]), np.array([row["rollout/return_mean"] for row in rows])
+    rows = [row for row in rows if "rollout/episodes" in row and metric in row]
+    return np.array([row["rollout/episodes"] for row in rows]), np.array([row[metric] for row in rows])
 
 
-def plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path):
+def seed_curves(run_dirs: list[Path], metric: str = "rollout/return_mean") -> tuple[np.ndarray, np.ndarray]:
+    """`learning_curve` of runs with the same budget: (training episodes seen, [seeds, updates])."""
+    curves = [learning_curve(run_dir, metric) for run_dir in run_dirs]
+    return curves[0][0], np.stack([values for _, values in curves])
+
+
+def train_variant(name: str, env: str, seeds: int, out: Path, overrides: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
+    """Seeds 0..seeds-1 of one variant (a key of VARIANTS), each an ordinary run of the env's
+    preset with `overrides`: (final summary, run directory) per seed."""
+    from offrl.train import resolve_config, run
+
+    baseline = VARIANTS[name]
+    runs = []
+    for seed in range(seeds):
+        run_dir = out / ("baseline" if baseline else "no_baseline") / f"s{seed}"
+        config = resolve_config(
+            {**overrides, "agent": "reinforce", "env": env, "seed": seed, "baseline": baseline,
+             "run_dir": str(run_dir), "wandb.mode": "disabled"}
+        )
+        summary = run(config, progress=False)
+        runs.append((summary, run_dir))
+        print(f"{name}, seed {seed}: greedy return {summary['return_mean']:.1f} ({summary['wall_seconds']:.0f} s)", flush=True)
+    return runs
+
+
+def plot(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "training-episode return (min-max band)"
+):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +81,7 @@ def plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Pat
         axis.plot(episodes, mean, label=f"{name} (mean of {len(returns)} seeds)")
         axis.fill_between(episodes, returns.min(axis=0), returns.max(axis=0), alpha=0.2)
     axis.set_xlabel("training episodes")
-    axis.set_ylabel("training-episode return (min-max band)")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,25 +92,16 @@ def plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Pat
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
     from offrl.logging import RunLogger
-    from offrl.train import resolve_config, run
 
     args, extra = parse_args(argv)
     overrides = cfg.parse_overrides(extra)
-    curves, finals, table = {}, {}, []
-    for name, baseline in VARIANTS.items():
-        runs = []
-        for seed in range(args.seeds):
-            run_dir = args.out / ("baseline" if baseline else "no_baseline") / f"s{seed}"
-            config = resolve_config(
-                {**overrides, "agent": "reinforce", "env": args.env, "seed": seed, "baseline": baseline,
-                 "run_dir": str(run_dir), "wandb.mode": "disabled"}
-            )
-            summary = run(config, progress=False)
-            runs.append((summary, *learning_curve(run_dir)))
-            print(f"{name}, seed {seed}: greedy return {summary['return_mean']:.1f} ({summary['wall_seconds']:.0f} s)", flush=True)
-        curves[name] = (runs[0][1], np.stack([returns for _, _, returns in runs]))
-        finals[name] = np.array([summary["return_mean"] for summary, _, _ in runs])
-        seconds = np.array([summary["wall_seconds"] for summary, _, _ in runs])
+    curves, finals, table, eval_episodes = {}, {}, [], None
+    for name in VARIANTS:
+        runs = train_variant(name, args.env, args.seeds, args.out, overrides)
+        curves[name] = seed_curves([run_dir for _, run_dir in runs])
+        finals[name] = np.array([summary["return_mean"] for summary, _ in runs])
+        eval_episodes = runs[0][0]["episodes"]
+        seconds = np.array([summary["wall_seconds"] for summary, _ in runs])
         table.append(
             {
                 "variant": name,
@@ -111,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.close()
     (args.out / "results.json").write_text(json.dumps({"finals": {k: v.tolist() for k, v in finals.items()}, "table": table}, indent=2))
 
-    print(f"\n{title}: greedy evaluation ({resolve_config({'agent': 'reinforce', 'env': args.env})['eval_episodes']} episodes) after training")
+    print(f"\n{title}: greedy evaluation ({eval_episodes} episodes) after training")
     print(f"{'variant':<18} {'mean':>7} {'std':>7} {'min':>7} {'>=490':>6} {'train ret (last 10)':>20} {'wall s':>7}")
     for row in table:
         print(
