@@ -499,18 +499,26 @@ def infer_z_from_rewards(
     key: jax.Array | None = None,
     obs_mean: Any | None = None,
     obs_std: Any | None = None,
+    center: bool = False,
 ) -> jax.Array:
     """z = E[r(s) B(s)] over a sample of states, on the sphere.
 
     `observations` should be the states the rewards are received in (for dataset rewards
     r(s, a, s'), the next observations), drawn from the data distribution rho, since the
     expectation is under rho; at most `max_samples` random rows are used.
+
+    `center` subtracts the sample's mean reward first. A constant c added to r leaves the
+    task unchanged but adds c E[B] to z, and the orthonormality loss does not make E[B]
+    zero, so a reward far from zero on average (e.g. a negative distance) can point z
+    mostly along E[B] instead of the task; centring removes that direction.
     """
     rows = _sample_rows(len(observations), max_samples, key)
     if rows is not None:
         observations, rewards = observations[rows], rewards[rows]
     observations = _agent_inputs(observations, obs_mean, obs_std)
     rewards = jnp.asarray(rewards, jnp.float32).reshape(-1)
+    if center:
+        rewards = rewards - rewards.mean()
     z = jnp.mean(rewards[:, None] * agent.backward_values(observations), axis=0)
     return project_to_sphere(z, math.sqrt(agent.config["z_dim"]))
 
@@ -523,6 +531,7 @@ def infer_z_from_reward_fn(
     key: jax.Array | None = None,
     obs_mean: Any | None = None,
     obs_std: Any | None = None,
+    center: bool = False,
 ) -> jax.Array:
     """`infer_z_from_rewards` with r = reward_fn(observations), the same rows sampled.
 
@@ -534,7 +543,8 @@ def infer_z_from_reward_fn(
     if rows is not None:
         observations = observations[rows]
     rewards = reward_fn(observations)
-    return infer_z_from_rewards(agent, observations, rewards, len(observations), obs_mean=obs_mean, obs_std=obs_std)
+    return infer_z_from_rewards(agent, observations, rewards, len(observations), obs_mean=obs_mean, obs_std=obs_std,
+                                center=center)
 
 
 def value_landscape(

@@ -4,14 +4,17 @@ FB is trained once, without rewards. It is then asked, zero-shot, for
   goals         every free cell's centre as the evaluation goal (z = B(goal) of the
                 episode's desired goal at every step), from random start cells;
   dense reward  r(s) = -||position(s) - g|| for chosen goal cells g, with z = the
-                normalized mean of r(s) B(s) over --reward-samples dataset states.
+                normalized mean of r(s) B(s) over --reward-samples dataset states, and
+                again with the reward centred on the sample first (`center=True`: a
+                constant offset adds a multiple of E[B] to z; see infer_z_from_rewards).
 IQL-DDPG is trained on the same dataset with rewards: once on the dataset's own sparse
 goal reward (the goal is in its observation, so one agent serves every goal cell), and
 once per dense goal on the dataset relabeled with that dense reward. Both are evaluated
 on the same episodes (same env seeds), and a uniform random policy is measured on them
 too, for scale. The targets (issue 5):
   goal reaching  FB success rate >= 80% of IQL-DDPG's, over all goal cells;
-  dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2.
+  dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2 (judged on
+                 the plain z, the issue's definition; the centred one is reported beside it).
 
 Outputs under --out: results.json, results.md (the table), value_map.png (FB's value
 landscape F(s, pi_z(s), z)^T z for the first dense goal, also logged to W&B unless
@@ -91,10 +94,11 @@ def format_table(goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any
     fb = np.mean([r["fb"] for r in goal_rows])
     iql = np.mean([r["iql"] for r in goal_rows])
     lines.append(f"| **all** | **{fb:.2f}** | **{iql:.2f}** | {np.mean([r['random'] for r in goal_rows]):.2f} |")
-    lines += ["", "| dense goal cell | FB zero-shot return | IQL-DDPG return (trained on it) | random return | gap |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| dense goal cell | FB zero-shot return (gap) | FB, centred reward (gap) | IQL-DDPG return (trained on it) "
+              "| random return |", "|---|---|---|---|---|"]
     for row in dense_rows:
-        lines.append(f"| {row['cell']} | {row['fb']:.1f} | {row['iql']:.1f} | {row['random']:.1f} | {row['gap']:.1%} |")
+        lines.append(f"| {row['cell']} | {row['fb']:.1f} ({row['gap']:.1%}) | {row['fb_centred']:.1f} ({row['gap_centred']:.1%}) "
+                     f"| {row['iql']:.1f} | {row['random']:.1f} |")
     return "\n".join(lines)
 
 
@@ -163,21 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     for cell in dense_cells:
         goal_xy = geometry.cell_center(cell)
         reward_fn = functools.partial(negative_distance, goal=goal_xy, position_dims=geometry.position_dims[0])
-        z = infer_z_from_reward_fn(fb_state.agent, transitions.next_observations, reward_fn, args.reward_samples,
-                                   jax.random.PRNGKey(args.seed), fb_state.obs_mean, fb_state.obs_std)
-        fb_task = fb_state.replace(agent=fb_state.agent.with_task(z))
+        zs = {name: infer_z_from_reward_fn(fb_state.agent, transitions.next_observations, reward_fn, args.reward_samples,
+                                           jax.random.PRNGKey(args.seed), fb_state.obs_mean, fb_state.obs_std, center=center)
+              for name, center in (("fb", False), ("fb_centred", True))}
         relabeled = dataclasses.replace(transitions, rewards=reward_fn(transitions.next_observations).astype(np.float32))
         dense_dir = out / f"iql-ddpg-dense-{cell[0]}-{cell[1]}"
         dense_state, _, dense_step = train("iql-ddpg", dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode,
                                            transitions=relabeled)
+        agents = [(name, fb_state.replace(agent=fb_state.agent.with_task(z)), fb_step) for name, z in zs.items()]
         returns = {name: float(dense_returns(rollouts(state, goal_spec(cell), args.episodes, args.seed, step), reward_fn).mean())
-                   for name, state, step in (("fb", fb_task, fb_step), ("iql", dense_state, dense_step))}
+                   for name, state, step in [*agents, ("iql", dense_state, dense_step)]}
         returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell), args.episodes, args.seed), reward_fn).mean())
-        gap = (returns["iql"] - returns["fb"]) / abs(returns["iql"])
-        dense_rows.append({"cell": list(cell), **returns, "gap": gap})
-        print(f"dense {cell}: fb {returns['fb']:.1f}, iql-ddpg {returns['iql']:.1f}, random {returns['random']:.1f}", flush=True)
+        gaps = {f"gap{name[2:]}": (returns["iql"] - returns[name]) / abs(returns["iql"]) for name in zs}
+        dense_rows.append({"cell": list(cell), **returns, **gaps})
+        print(f"dense {cell}: fb {returns['fb']:.1f} (centred reward {returns['fb_centred']:.1f}), "
+              f"iql-ddpg {returns['iql']:.1f}, random {returns['random']:.1f}", flush=True)
         if value_map is None:
-            values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=z, obs_mean=fb_state.obs_mean,
+            values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=zs["fb"], obs_mean=fb_state.obs_mean,
                                                        obs_std=fb_state.obs_std)
             value_map = value_landscape_figure(values, extent, goal_xy, f"FB zero-shot, reward -||s - {np.round(goal_xy, 2).tolist()}||")
 
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "goal_met": iql_success > 0 and fb_success / iql_success >= GOAL_TARGET,
             "dense_gap_at_most": DENSE_TARGET,
             "dense_met": all(row["gap"] <= DENSE_TARGET for row in dense_rows),
+            "dense_met_centred": all(row["gap_centred"] <= DENSE_TARGET for row in dense_rows),
         },
         "seconds": time.perf_counter() - started,
     }
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     ratio = f"{fb_success / iql_success:.2f}" if iql_success > 0 else "n/a"
     print(f"goal reaching: FB {fb_success:.2f} vs IQL-DDPG {iql_success:.2f} (ratio {ratio}, target >= {GOAL_TARGET}); "
-          f"dense gaps {[round(r['gap'], 3) for r in dense_rows]} (target <= {DENSE_TARGET}); {summary['seconds']:.0f} s -> {out}")
+          f"dense gaps {[round(r['gap'], 3) for r in dense_rows]}, centred reward {[round(r['gap_centred'], 3) for r in dense_rows]} "
+          f"(target <= {DENSE_TARGET}); {summary['seconds']:.0f} s -> {out}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Evaluate a saved checkpoint: python scripts/evaluate.py RUN_DIR_OR_CHECKPOINT [--episodes N]
     [--best] [--seed K] [--stochastic] [--json FILE] [--video [FILE]] [--wandb.mode MODE]
-    [--goal=X,Y | --reward dataset|MODULE:FUNCTION [--reward-samples N]] [--value-map FILE.png]
+    [--goal=X,Y | --reward dataset|MODULE:FUNCTION [--reward-samples N] [--center-reward]] [--value-map FILE.png]
 
 RUN_DIR_OR_CHECKPOINT is a run directory (its latest checkpoint, or the best with --best)
 or a checkpoint directory RUN_DIR/checkpoints/{latest,best}/STEP. Prints the metrics;
@@ -15,6 +15,8 @@ FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the 
   --reward MOD:FN     ... with rewards FN(next_observations): a function of a numpy batch of
                       raw observations [N, obs_dim] returning [N] rewards, from module MOD
                       (importable from the current directory or sys.path).
+  --center-reward     subtract the sample's mean reward before inferring z: a constant
+                      offset does not change the task but adds a multiple of E[B] to z.
   --value-map FILE    pointmaze: save the value landscape F(s, pi_z(s), z)^T z over the maze
                       as a PNG, for the --goal/--reward z or, without them, z = B(centre of
                       the evaluation goal cell); also logged to W&B unless it is disabled.
@@ -69,12 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     task.add_argument("--goal", type=parse_goal, default=None, help="fb: z = B(goal); write --goal=-1,1 for a negative first value")
     task.add_argument("--reward", default=None, help="fb: 'dataset' or MODULE:FUNCTION; z from rewards over dataset states")
     parser.add_argument("--reward-samples", type=positive_int, default=10_000, help="fb: dataset states for --reward")
+    parser.add_argument("--center-reward", action="store_true",
+                        help="fb: subtract the sampled states' mean reward before inferring z (see infer_z_from_rewards)")
     parser.add_argument("--value-map", type=Path, default=None, help="fb on pointmaze: value landscape PNG")
     return parser.parse_args(argv)
 
 
 def check_fb_options(args: argparse.Namespace, which: str) -> None:
     """Refuse FB-only options for other agents, from config.json alone (before loading anything)."""
+    if args.center_reward and args.reward is None:
+        raise ConfigError("--center-reward applies to --reward; give --reward dataset or --reward MODULE:FUNCTION")
     if args.goal is None and args.reward is None and args.value_map is None:
         return
     from offrl import checkpoint as ckpt
@@ -125,7 +131,8 @@ def task_z(args: argparse.Namespace, state: Any, transitions: Any) -> tuple[str 
     if args.reward is None:
         return None, None
     # Next observations: rewards are received there (r(s, a, s')) and B is trained on them.
-    observations, normalization = transitions.next_observations, {"obs_mean": state.obs_mean, "obs_std": state.obs_std}
+    observations = transitions.next_observations
+    normalization = {"obs_mean": state.obs_mean, "obs_std": state.obs_std, "center": args.center_reward}
     if args.reward == "dataset":
         z = infer_z_from_rewards(state.agent, observations, transitions.rewards, args.reward_samples, **normalization)
     else:

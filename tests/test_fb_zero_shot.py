@@ -146,6 +146,14 @@ def test_reward_options_use_the_inferred_z(fb_run, tmp_path, monkeypatch):
     np.testing.assert_allclose(from_fn["z"], expected, atol=1e-5)
     assert not np.allclose(from_fn["z"], from_data["z"], atol=1e-3)
 
+    # Centring: z no longer depends on a constant added to the reward.
+    centred = evaluate(fb_run, tmp_path / "centred.json", "--reward", "zs_rewards:near_top_left", "--reward-samples", "1000",
+                       "--center-reward")
+    shifted = infer_z_from_reward_fn(state.agent, transitions.next_observations,
+                                     lambda o: zs_rewards.near_top_left(o) - 5.0, max_samples=1000, center=True)
+    np.testing.assert_allclose(centred["z"], shifted, atol=1e-4)
+    assert not np.allclose(centred["z"], from_fn["z"], atol=1e-3)
+
 
 @pytest.mark.parametrize("options", [["--goal=0,0"], ["--reward", "dataset"], ["--value-map", "v.png"]])
 def test_fb_options_refuse_other_agents_in_one_line(fb_run, tmp_path, capsys, options):
@@ -162,7 +170,8 @@ def test_fb_options_refuse_other_agents_in_one_line(fb_run, tmp_path, capsys, op
 
 @pytest.mark.parametrize(
     "options, message",
-    [(["--goal=1,2,3"], "B reads 2 observation dims"), (["--reward", "no_such_module_xyz:f"], "cannot import")],
+    [(["--goal=1,2,3"], "B reads 2 observation dims"), (["--reward", "no_such_module_xyz:f"], "cannot import"),
+     (["--center-reward"], "--center-reward applies to --reward")],
 )
 def test_bad_fb_options_fail_in_one_line(fb_run, capsys, options, message):
     assert main_guard(lambda: evaluate_script.main([str(fb_run), *options])) == 1
