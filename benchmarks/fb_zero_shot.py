@@ -16,9 +16,10 @@ too, for scale. The targets (issue 5):
   dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2 (judged on
                  the plain z, the issue's definition; the centred one is reported beside it).
 
-Outputs under --out: results.json, results.md (the table), value_map.png (FB's value
-landscape F(s, pi_z(s), z)^T z for the first dense goal, also logged to W&B unless
---wandb.mode disabled), and the run directories of every agent.
+Outputs under --out: results.json, results.md (the table), value_map.png and
+value_map_centred.png (FB's value landscape F(s, pi_z(s), z)^T z for the first dense goal,
+plain and centred z, also logged to W&B unless --wandb.mode disabled), and the run
+directories of every agent.
 
     python benchmarks/fb_zero_shot.py [--maze umaze] [--quick]
 """
@@ -183,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dense {cell}: fb {returns['fb']:.1f} (centred reward {returns['fb_centred']:.1f}), "
               f"iql-ddpg {returns['iql']:.1f}, random {returns['random']:.1f}", flush=True)
         if value_map is None:
-            values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=zs["fb"], obs_mean=fb_state.obs_mean,
-                                                       obs_std=fb_state.obs_std)
-            value_map = value_landscape_figure(values, extent, goal_xy, f"FB zero-shot, reward -||s - {np.round(goal_xy, 2).tolist()}||")
+            value_map = {}
+            for name, z in zs.items():
+                values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=z, obs_mean=fb_state.obs_mean,
+                                                           obs_std=fb_state.obs_std)
+                which = "centred reward" if name == "fb_centred" else "plain z"
+                value_map[name] = value_landscape_figure(
+                    values, extent, goal_xy, f"FB zero-shot ({which}), reward -||s - {np.round(goal_xy, 2).tolist()}||")
 
     fb_success = float(np.mean([r["fb"] for r in goal_rows]))
     iql_success = float(np.mean([r["iql"] for r in goal_rows]))
@@ -206,12 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     table = format_table(goal_rows, dense_rows)
     (out / "results.md").write_text(table + "\n")
-    value_map.savefig(out / "value_map.png", dpi=100, bbox_inches="tight")
+    for name, figure in value_map.items():
+        figure.savefig(out / f"value_map{name[2:]}.png", dpi=100, bbox_inches="tight")
     if args.wandb_mode != "disabled":
         logger = RunLogger(out / "wandb", {"benchmark": "fb_zero_shot", "dataset": dataset,
                                            "wandb": {"mode": args.wandb_mode, "project": "offrl", "entity": None,
                                                      "group": None, "name": "fb_zero_shot", "tags": ["benchmark"]}})
-        logger.log_figure("fb/value_map", value_map, fb_step)
+        for name, figure in value_map.items():
+            logger.log_figure(f"fb/value_map{name[2:]}", figure, fb_step)
         logger.summary({"goal_success_fb": fb_success, "goal_success_iql_ddpg": iql_success})
         logger.close()
     print(table)
