@@ -186,3 +186,16 @@ def test_builder_writes_the_loader_cache_identical_to_a_fresh_read(small_umaze_i
     cached, fresh = minari_transitions(dataset), read_minari_transitions(dataset)
     for name, column in fresh.as_dict().items():
         np.testing.assert_array_equal(getattr(cached, name), column, err_msg=name)
+
+
+def test_an_incomplete_build_is_named_with_what_to_do():
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    from offrl.data.pointmaze import ensure_pointmaze_dataset
+
+    dataset_id = pointmaze_dataset_id("umaze", noise=0.25, steps=300)
+    leftover = get_dataset_path(dataset_id) / "data"
+    leftover.mkdir(parents=True)  # what a killed build leaves: a directory without metadata.json
+    with pytest.raises(FileExistsError, match="incomplete build") as error:
+        ensure_pointmaze_dataset(dataset_id)
+    assert str(get_dataset_path(dataset_id)) in str(error.value) and "delete that directory" in str(error.value)

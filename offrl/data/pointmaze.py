@@ -384,8 +384,16 @@ def build_pointmaze_dataset(dataset_id: str, seed: int = 0, progress: bool = Tru
     """Generate the dataset an id names and write it to the local Minari store (under its canonical id)."""
     settings = resolve_pointmaze_id(dataset_id)
     dataset_id = settings.dataset_id
-    if get_dataset_path(dataset_id).exists():
-        raise FileExistsError(f"{dataset_id} already exists at {get_dataset_path(dataset_id)}")
+    path = get_dataset_path(dataset_id)
+    if path.exists():
+        if pointmaze_dataset_exists(dataset_id):
+            raise FileExistsError(f"{dataset_id} already exists at {path}")
+        # A build killed before Minari wrote its metadata leaves a directory that cannot be
+        # loaded; the data is ours to regenerate (same id and seed, same arrays).
+        raise FileExistsError(
+            f"{path} holds an incomplete build of {dataset_id} (no data/metadata.json, e.g. the build was killed); "
+            "delete that directory and run again to rebuild it"
+        )
     rollout = collect_rollout(settings, seed=seed, progress=progress)
     random_return = float(evaluate_policy(settings.maze, "random", seed=seed).mean())
     controller_return = float(evaluate_policy(settings.maze, "controller", seed=seed).mean())
