@@ -42,19 +42,14 @@ from agents.fb import infer_z_from_reward_fn, pointmaze_value_map
 from offrl.cli import main_guard
 from offrl.data.pointmaze import pointmaze_dataset_id
 from offrl.envs import make_eval_vector_env
-from offrl.envs.pointmaze import make_pointmaze_env, maze_geometry, pointmaze_task
+from offrl.envs.pointmaze import make_pointmaze_env, maze_geometry, negative_distance, pointmaze_task
 from offrl.evaluation import run_episodes, value_landscape_figure
 from offrl.logging import RunLogger
-from offrl.train import evaluate_state, resolve_config, restore_run, run
+from offrl.train import eval_env_seeds, evaluate_state, resolve_config, restore_run, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOAL_TARGET = 0.8
 DENSE_TARGET = 0.2
-
-
-def negative_distance(observations: np.ndarray, goal: np.ndarray, position_dims: tuple[int, int]) -> np.ndarray:
-    """The dense reward: minus the ball's distance to `goal`, for raw flat observations."""
-    return -np.linalg.norm(np.asarray(observations)[..., list(position_dims)] - goal, axis=-1)
 
 
 def train(agent: str, dataset: str, run_dir: Path, steps: int, overrides: dict[str, Any], wandb_mode: str,
@@ -73,7 +68,7 @@ def random_rollouts(spec: Any, episodes: int, seed: int) -> dict[str, np.ndarray
     try:
         shape = (episodes, *envs.single_action_space.shape)
         policy = lambda observations, key: jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)  # noqa: E731
-        return run_episodes(envs, policy, jax.random.PRNGKey(seed), seed=[seed + 10_000 + j for j in range(episodes)])
+        return run_episodes(envs, policy, jax.random.PRNGKey(seed), seed=eval_env_seeds([seed], episodes))
     finally:
         envs.close()
 

@@ -164,6 +164,12 @@ def make_seeds_policy(state: LoopState, episodes_per_seed: int, deterministic: b
     return jax.jit(policy)
 
 
+def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
+    """The evaluation envs' reset seeds, seed after seed: every evaluation of a run with seed
+    k starts from the same states, so scores at different steps (or of other policies) pair up."""
+    return [seed + 10_000 + j for seed in seeds for j in range(episodes_per_seed)]
+
+
 def evaluate_seeds(
     envs: Any, state: LoopState, seeds: list[int], episodes_per_seed: int, deterministic: bool, step: int
 ) -> list[dict[str, np.ndarray]]:
@@ -171,8 +177,7 @@ def evaluate_seeds(
     a single-seed run with seed k would use, so the two evaluate identically."""
     policy = make_seeds_policy(state, episodes_per_seed, deterministic)
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
-    env_seeds = [seed + 10_000 + j for seed in seeds for j in range(episodes_per_seed)]
-    episodes = run_episodes(envs, policy, keys, seed=env_seeds)
+    episodes = run_episodes(envs, policy, keys, seed=eval_env_seeds(seeds, episodes_per_seed))
     return split_episodes(episodes, len(seeds), episodes_per_seed)
 
 

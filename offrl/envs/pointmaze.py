@@ -109,6 +109,12 @@ def pointmaze_layout(space: spaces.Dict) -> tuple[list[tuple[int, int]], list[in
     return [(achieved, achieved + 1), (own, own + 1)], [own + 2, own + 3]
 
 
+def negative_distance(observations: Any, goal: Any, position_dims: tuple[int, int]) -> np.ndarray:
+    """A dense reward: minus the ball's distance to `goal` (x, y), for raw flat observations
+    [..., obs_dim] whose position sits at `position_dims` (see `pointmaze_layout`)."""
+    return -np.linalg.norm(np.asarray(observations)[..., list(position_dims)] - np.asarray(goal), axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class MazeGeometry:
     """A PointMaze env's maze in the coordinates of its flat observations.
