@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import flax
-import matplotlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 from scipy.spatial import cKDTree
 
 from offrl import checkpoint as ckpt
@@ -306,10 +306,9 @@ def findings(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot_score_vs_coverage(cells: list[dict[str, Any]], mazes: tuple[str, ...]) -> Any:
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(mazes), figsize=(4.5 * len(mazes), 3.8), squeeze=False)
+def plot_score_vs_coverage(cells: list[dict[str, Any]], mazes: tuple[str, ...]) -> Figure:
+    figure = Figure(figsize=(4.5 * len(mazes), 3.8))
+    axes = figure.subplots(1, len(mazes), squeeze=False)
     for axis, maze in zip(axes[0], mazes):
         for method in METHODS:
             rows = sorted((c for c in cells if c["maze"] == maze and c["method"] == method), key=lambda c: c["noise"])
@@ -328,15 +327,14 @@ def plot_score_vs_coverage(cells: list[dict[str, Any]], mazes: tuple[str, ...]) 
     return figure
 
 
-def plot_actions(results: list[dict[str, Any]], maze: str, noise: float) -> Any:
-    import matplotlib.pyplot as plt
-
+def plot_actions(results: list[dict[str, Any]], maze: str, noise: float) -> Figure:
     chosen = {r["cell"]["method"]: r["extras"] for r in results if r["cell"]["maze"] == maze and r["cell"]["noise"] == noise}
     panels = [("dataset actions", chosen[METHODS[0]]["data_actions"])]
     panels += [("iql-awr (sampled)", chosen["iql-awr"]["sampled_actions"]),
                ("iql-ddpg (deterministic)", chosen["iql-ddpg"]["policy_actions"]),
                ("iql-dawr (sampled)", chosen["iql-dawr"]["sampled_actions"])]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), sharex=True, sharey=True)
+    figure = Figure(figsize=(3.6 * len(panels), 3.8))
+    axes = figure.subplots(1, len(panels), sharex=True, sharey=True)
     for axis, (title, actions) in zip(axes, panels):
         axis.scatter(actions[:, 0], actions[:, 1], s=2, alpha=0.3)
         axis.set_title(title, fontsize=10)
@@ -348,10 +346,9 @@ def plot_actions(results: list[dict[str, Any]], maze: str, noise: float) -> Any:
     return figure
 
 
-def plot_awr_std(results: list[dict[str, Any]]) -> Any:
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+def plot_awr_std(results: list[dict[str, Any]]) -> Figure:
+    figure = Figure(figsize=(5.5, 3.8))
+    axis = figure.subplots()
     for result in results:
         if "std_values" not in result["extras"]:
             continue
@@ -430,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
-        matplotlib.pyplot.close(figure)
     (out / "settings.json").write_text(json.dumps({**settings.__dict__, "total_seconds": time.perf_counter() - started},
                                                   indent=2))
     lines = findings(cells)
@@ -443,5 +439,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    matplotlib.use("Agg")  # here only: a notebook calling main() keeps its inline backend
     sys.exit(main_guard(lambda: main()))

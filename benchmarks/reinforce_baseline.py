@@ -16,9 +16,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -69,13 +72,11 @@ def train_variant(name: str, env: str, seeds: int, out: Path, overrides: dict[st
 
 def plot(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "training-episode return (min-max band)"
-):
-    import matplotlib
+) -> Figure:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     for name, (episodes, returns) in curves.items():
         mean = returns.mean(axis=0)
         axis.plot(episodes, mean, label=f"{name} (mean of {len(returns)} seeds)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -101,14 +104,12 @@ def summarize_episodes(
     return metrics
 
 
-def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, title: str = "") -> Any:
+def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, title: str = "") -> Figure:
     """Dataset actions next to policy actions (2-D action spaces): where mean-matching shows."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    figure = Figure(figsize=(8, 4))
+    axes = figure.subplots(1, 2, sharex=True, sharey=True)
     for axis, actions, label in ((axes[0], dataset_actions, "dataset"), (axes[1], policy_actions, "policy")):
         axis.scatter(actions[:, 0], actions[:, 1], s=2, alpha=0.3)
         axis.set_title(f"{label} actions")
@@ -122,16 +123,15 @@ def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, titl
 
 def value_landscape_figure(
     values: np.ndarray, extent: tuple[float, float, float, float], goal: np.ndarray | None = None, title: str = ""
-) -> Any:
+) -> Figure:
     """A value landscape over a maze (e.g. `agents.fb.value_landscape`): NaN cells (walls)
     drawn flat grey so they read as walls, not as low values; the goal as a star."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     height, width = values.shape
-    figure, axis = plt.subplots(figsize=(6, max(2.0, 5 * height / width)))
+    figure = Figure(figsize=(6, max(2.0, 5 * height / width)))
+    axis = figure.subplots()
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad="0.3")
     image = axis.imshow(np.ma.masked_invalid(values), extent=extent, origin="upper", cmap=colormap)
     figure.colorbar(image, ax=axis, label=r"$V(s) = F(s, \pi_z(s), z)^\top z$")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MODES = ("online", "offline", "disabled")
 
@@ -92,15 +95,19 @@ class RunLogger:
         self._metrics_file.flush()
         self.run.log(row, step=step)
 
-    def log_figure(self, name: str, figure: Any, step: int) -> Path:
-        """Save a matplotlib figure as PNG in run_dir/figures and log it as a W&B image."""
-        import matplotlib.pyplot as plt
+    def log_figure(self, name: str, figure: Figure, step: int) -> Path:
+        """Save a matplotlib figure as PNG in run_dir/figures and log it as a W&B image.
+
+        A figure made with pyplot is closed: pyplot keeps every figure it made until then."""
         import wandb
 
         path = self.run_dir / "figures" / f"{name.replace('/', '_')}_{step:08d}.png"
         path.parent.mkdir(exist_ok=True)
         figure.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(figure)
+        if figure.canvas.manager is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
         self.run.log({name: wandb.Image(str(path))}, step=step)
         return path
 

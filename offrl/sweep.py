@@ -334,15 +334,13 @@ def score_of(result: RunResult, metric: str) -> float | None:
 
 def plot_summary(path: Path, results: list[RunResult], keys: list[str], metric: str) -> None:
     """One panel per swept parameter: each value's mean score +- std over the runs that share it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     finished = [(result, score_of(result, metric)) for result in results if result.status == "finished"]
     finished = [(result, score) for result, score in finished if score is not None]
     keys = keys or ["run"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(keys), 3.8))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = [result.spec.params.get(key, result.spec.name) for result, _ in finished]
         scores = [score for _, score in finished]
@@ -367,7 +365,6 @@ def plot_summary(path: Path, results: list[RunResult], keys: list[str], metric: 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def format_table(results: list[RunResult], keys: list[str], metric: str) -> str:

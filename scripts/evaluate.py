@@ -201,10 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         if figure is not None:
             logger.log_figure("evaluate/value_map", figure, step)
         logger.close()
-    elif figure is not None:
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
     return 0
 
 
