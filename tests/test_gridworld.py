@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from offrl.envs.gridworld import GridWorld, collect_uniform_dataset, parse_layout
+from offrl.envs.gridworld import GridWorld, collect_uniform_dataset, goal_reaching_success, parse_layout
 
 UP, RIGHT, DOWN, LEFT = range(4)
 
@@ -84,3 +84,20 @@ def test_parse_layout_rejects_unknown_characters():
     assert parse_layout("###\n#.#\n###").sum() == 1
     with pytest.raises(ValueError):
         parse_layout("#G#")
+
+
+def test_goal_reaching_success_counts_pairs_within_the_slack():
+    env = GridWorld()
+    D = env.shortest_path_lengths()
+    # Shortest-path moves: the first action whose next state is one step closer to the goal.
+    closer = np.array([[np.argmax(D[env._next_state[s], g] < D[s, g]) for s in range(env.num_states)] for g in range(env.num_states)])
+    assert goal_reaching_success(env, closer) == 1.0
+    assert goal_reaching_success(env, np.zeros_like(closer)) < 0.5  # always "up"
+    # Detour: from the corner, going right first costs two extra moves, so a goal 2 moves
+    # away is missed at slack 1.5 (3 moves) and reached at slack 2 (4 moves).
+    corner, goal = env.cell_to_state((1, 1)), env.cell_to_state((3, 1))
+    detour = closer.copy()
+    detour[goal, corner] = RIGHT
+    pairs = env.num_states * (env.num_states - 1)
+    assert goal_reaching_success(env, detour) == pytest.approx(1.0 - 1.0 / pairs)
+    assert goal_reaching_success(env, detour, slack=2.0) == 1.0

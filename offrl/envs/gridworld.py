@@ -165,6 +165,22 @@ class GridWorld(gym.Env):
         return self.observe(self._state), float(reached), bool(reached), bool(truncated), {"state": self._state}
 
 
+def goal_reaching_success(env: GridWorld, policies: np.ndarray, slack: float = 1.5) -> float:
+    """Fraction of (start, goal != start) pairs from which the moves `policies[goal, state]`
+    (int [num_states, num_states]) reach the goal within floor(slack x shortest path)."""
+    distances = env.shortest_path_lengths()
+    goals = np.arange(env.num_states)[:, None]
+    states = np.broadcast_to(np.arange(env.num_states)[None, :], distances.shape).copy()
+    budgets = np.floor(slack * distances.T).astype(np.int64)  # [goal, start]
+    reached = states == goals
+    for step in range(int(budgets.max())):
+        moving = ~reached & (step < budgets)
+        states = np.where(moving, env._next_state[states, policies[goals, states]], states)
+        reached |= moving & (states == goals)
+    pairs = goals != np.arange(env.num_states)[None, :]
+    return float(reached[pairs].mean())
+
+
 def collect_uniform_dataset(env: GridWorld, num_steps: int, seed: int, episode_length: int = 100) -> Transitions:
     """Uniform-random-policy episodes of `episode_length` steps from uniform start cells.
 
