@@ -483,6 +483,13 @@ def infer_z_from_goal(
     return project_to_sphere(agent.backward_values(goal), math.sqrt(agent.config["z_dim"]))
 
 
+def goal_policies(agent: FBAgent, goal_observations: jax.Array, observations: jax.Array) -> jax.Array:
+    """The deterministic action of pi_z, z = B(goal), at every row of `observations`, for
+    every goal: [goals, rows, ...] (agent inputs, as in training)."""
+    zs = infer_z_from_goal(agent, goal_observations)
+    return jax.vmap(lambda z: agent.sample_actions(observations, None, True, z=z))(zs)
+
+
 def _sample_rows(num_rows: int, max_samples: int, key: jax.Array | None) -> np.ndarray | None:
     """Indices of `max_samples` distinct random rows (key default PRNGKey(0)), None when all fit."""
     if num_rows <= max_samples:

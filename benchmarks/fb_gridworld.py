@@ -35,7 +35,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.fb import DEFAULT_CONFIG, FBAgent, greedy_actions, infer_z_from_goal, measure_loss, orthonormality_loss, project_to_sphere  # noqa: E402
+from agents.fb import DEFAULT_CONFIG, FBAgent, goal_policies, greedy_actions, measure_loss, orthonormality_loss, project_to_sphere  # noqa: E402
 from offrl.buffer import ReplayBuffer  # noqa: E402
 from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success  # noqa: E402
 from offrl.networks import polyak_update  # noqa: E402
@@ -62,9 +62,7 @@ def network_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, ever
     successes = []
     for _ in range(updates // every):
         state, _ = train_chunk(state, buffer)
-        zs = infer_z_from_goal(state.agent, observations)
-        policies = jax.vmap(lambda z: state.agent.sample_actions(observations, None, True, z=z))(zs)
-        successes.append(goal_reaching_success(env, np.asarray(policies)))
+        successes.append(goal_reaching_success(env, np.asarray(goal_policies(state.agent, observations, observations))))
     return successes
 
 
