@@ -56,7 +56,7 @@ NETWORK_CONFIG = {
 def network_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, every: int) -> list[float]:
     """Success rate of `agents/fb.py` after every `every` updates."""
     agent = FBAgent.create(NETWORK_CONFIG, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
-    state = LoopState(agent=agent, rng=jax.random.PRNGKey(1), step=jnp.zeros((), jnp.int32), obs_mean=jnp.zeros(()), obs_std=jnp.ones(()))
+    state = LoopState.initial(agent, jax.random.PRNGKey(1), env.num_states)
     train_chunk = make_train_chunk(FBAgent, every)
     observations = jnp.eye(env.num_states)
     successes = []

@@ -73,22 +73,17 @@ def random_rollouts(spec: Any, episodes: int, seed: int) -> dict[str, np.ndarray
         envs.close()
 
 
-def rollouts(state: Any, spec: Any, episodes: int, seed: int, step: int) -> dict[str, np.ndarray]:
-    return evaluate_state(state, spec, episodes, seed, deterministic=True, step=step)
-
-
 def dense_returns(episodes: dict[str, np.ndarray], reward_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Each episode's undiscounted sum of reward_fn(s') over its steps."""
     rewards = reward_fn(episodes["next_observations"])
     return np.bincount(episodes["env_ids"], weights=rewards, minlength=len(episodes["returns"]))
 
 
-def format_table(goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]]) -> str:
+def format_table(goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], fb: float, iql: float) -> str:
+    """Markdown tables; `fb`, `iql`: the goal success rates over all cells."""
     lines = ["| goal cell | FB zero-shot success | IQL-DDPG success | random success |", "|---|---|---|---|"]
     for row in goal_rows:
         lines.append(f"| {row['cell']} | {row['fb']:.2f} | {row['iql']:.2f} | {row['random']:.2f} |")
-    fb = np.mean([r["fb"] for r in goal_rows])
-    iql = np.mean([r["iql"] for r in goal_rows])
     lines.append(f"| **all** | **{fb:.2f}** | **{iql:.2f}** | {np.mean([r['random'] for r in goal_rows]):.2f} |")
     lines += ["", "| dense goal cell | FB zero-shot return (gap) | FB, centred reward (gap) | IQL-DDPG return (trained on it) "
               "| random return |", "|---|---|---|---|---|"]
@@ -153,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for cell in free:
         success = {}
         for name, state, step in (("fb", fb_state, fb_step), ("iql", iql_state, iql_step)):
-            success[name] = float(rollouts(state, goal_spec(cell), args.episodes, args.seed, step)["successes"].mean())
+            episodes = evaluate_state(state, goal_spec(cell), args.episodes, args.seed, deterministic=True, step=step)
+            success[name] = float(episodes["successes"].mean())
         random_success = float(random_rollouts(goal_spec(cell), args.episodes, args.seed)["successes"].mean())
         goal_rows.append({"cell": list(cell), **success, "random": random_success})
         print(f"goal {cell}: fb {success['fb']:.2f}, iql-ddpg {success['iql']:.2f}", flush=True)
@@ -171,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         dense_state, _, dense_step = train("iql-ddpg", dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode,
                                            transitions=relabeled)
         agents = [(name, fb_state.replace(agent=fb_state.agent.with_task(z)), fb_step) for name, z in zs.items()]
-        returns = {name: float(dense_returns(rollouts(state, goal_spec(cell), args.episodes, args.seed, step), reward_fn).mean())
+        returns = {name: float(dense_returns(evaluate_state(state, goal_spec(cell), args.episodes, args.seed, deterministic=True,
+                                                            step=step), reward_fn).mean())
                    for name, state, step in [*agents, ("iql", dense_state, dense_step)]}
         returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell), args.episodes, args.seed), reward_fn).mean())
         gaps = {f"gap{name[2:]}": (returns["iql"] - returns[name]) / abs(returns["iql"]) for name in zs}
@@ -204,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    table = format_table(goal_rows, dense_rows)
+    table = format_table(goal_rows, dense_rows, fb_success, iql_success)
     (out / "results.md").write_text(table + "\n")
     for name, figure in value_map.items():
         figure.savefig(out / f"value_map{name[2:]}.png", dpi=100, bbox_inches="tight")

@@ -27,8 +27,7 @@ def seed_states(cls, transitions, hidden: tuple[int, ...], num_seeds: int, agent
     states = []
     for seed in range(num_seeds):
         _, agent = make_agent(agent_name, hidden, transitions, seed)
-        states.append(LoopState(agent, jax.random.PRNGKey(seed + 100), jax.numpy.asarray(0),
-                                jax.numpy.zeros(1), jax.numpy.ones(1)))
+        states.append(LoopState.initial(agent, jax.random.PRNGKey(seed + 100), transitions.observations.shape[-1]))
     return shard_seeds(stack_states(states))
 
 

@@ -42,6 +42,17 @@ class LoopState:
     obs_mean: jax.Array
     obs_std: jax.Array
 
+    @classmethod
+    def initial(cls, agent: Any, rng: jax.Array, obs_dim: int) -> LoopState:
+        """Step 0, observations left as they are (zero mean, unit scale)."""
+        return cls(
+            agent=agent,
+            rng=rng,
+            step=jnp.asarray(0, jnp.int32),
+            obs_mean=jnp.zeros(obs_dim, jnp.float32),
+            obs_std=jnp.ones(obs_dim, jnp.float32),
+        )
+
 
 def default_sample_batch(buffer: ReplayBuffer, key: jax.Array, config: Any) -> dict[str, jax.Array]:
     return buffer.sample(key, config["batch_size"])
@@ -81,6 +92,11 @@ def seed_slice(state: Any, index: int) -> Any:
     return jax.tree_util.tree_map(lambda leaf: leaf[index], state)
 
 
+def device_mesh() -> jax.sharding.Mesh:
+    """All devices on one axis, the seed axis."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()), ("seeds",))
+
+
 def seed_mesh(num_seeds: int) -> jax.sharding.Mesh | None:
     """A 1-D device mesh over the seed axis, when there are several devices and they divide it."""
     devices = jax.devices()
@@ -89,7 +105,7 @@ def seed_mesh(num_seeds: int) -> jax.sharding.Mesh | None:
     if num_seeds % len(devices):
         print(f"offrl: {num_seeds} seeds do not split evenly over {len(devices)} devices; using one device")
         return None
-    return jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+    return device_mesh()
 
 
 def shard_seeds(state: Any) -> Any:
@@ -105,8 +121,7 @@ def replicate(tree: Any) -> Any:
     """A full copy of `tree` (the dataset) on every device."""
     if len(jax.devices()) == 1:
         return tree
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("seeds",))
-    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return jax.device_put(tree, jax.sharding.NamedSharding(device_mesh(), jax.sharding.PartitionSpec()))
 
 
 def seed_run_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
@@ -240,14 +255,7 @@ class Experiment:
         seed = self.config["seed"] if seed is None else seed
         init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
         agent = self.agent_cls.create(cfg.agent_config(self.config, self.agent_defaults), example_batch, init_key)
-        obs_dim = example_batch["observations"].shape[-1]
-        state = LoopState(
-            agent=agent,
-            rng=loop_key,
-            step=jnp.asarray(0, jnp.int32),
-            obs_mean=jnp.zeros(obs_dim, jnp.float32),
-            obs_std=jnp.ones(obs_dim, jnp.float32),
-        )
+        state = LoopState.initial(agent, loop_key, example_batch["observations"].shape[-1])
         # Python scalars (e.g. optimizer step counters) become arrays, as they are after any update,
         # so a fresh state and a restored one have the same structure.
         return jax.tree_util.tree_map(jnp.asarray, state)

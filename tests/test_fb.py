@@ -14,6 +14,7 @@ from agents.fb import (
 )
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success
+from offrl.train import LoopState, make_train_chunk
 
 # Two 3x2 rooms joined by two doorways: 13 states, small enough to train in seconds.
 TWO_ROOMS = """
@@ -25,20 +26,13 @@ TWO_ROOMS = """
 """
 
 
-def train(agent, buffer, num_updates, seed=0, chunk=500):
-    """Fused loop: jit + lax.scan over sample-and-update, in chunks of `chunk` updates."""
-
-    @jax.jit
-    def run(agent, key):
-        def body(agent, step_key):
-            return agent.update(buffer.sample(step_key, agent.config["batch_size"]))
-
-        return jax.lax.scan(body, agent, jax.random.split(key, chunk))
-
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_updates // chunk)
-    for key in keys:
-        agent, info = run(agent, key)
-    return agent, info
+def train(agent, buffer, num_updates, chunk=500):
+    """The training loop's fused updates, `chunk` per compiled call."""
+    train_chunk = make_train_chunk(FBAgent, chunk)
+    state = LoopState.initial(agent, jax.random.PRNGKey(0), buffer.data["observations"].shape[-1])
+    for _ in range(num_updates // chunk):
+        state, info = train_chunk(state, buffer)
+    return state.agent, info
 
 
 def train_gridworld_fb(layout, num_updates, **config):
