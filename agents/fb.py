@@ -18,8 +18,8 @@ The losses follow facebookresearch/controllable_agent (`fb_ddpg.py`, `discrete_f
   picks a'_i greedily with the online F instead of the target F (double DQN), and
   `target_heads="mean"` averages the target heads instead of taking the min. With both,
   the bias the greedy max adds and the one the min takes away both leave the target; on
-  the two-room grid the scale of F^T B rho then matches the exact successor measure,
-  though its relative error does not drop beyond run-to-run noise (README).
+  the two-room grid the relative error of F^T B rho against the exact successor measure
+  did not drop beyond run-to-run noise (README).
 * Orthonormality of B, with C = B B^T over the batch (N x N), coefficient `ortho_coef`:
       mean_{i != j} C_ij^2 - 2 * mean_i C_ii
   B is normalised to norm sqrt(d), so the diagonal part is the constant -2d and is logged
