@@ -246,6 +246,11 @@ def orthonormality_loss(B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     return offdiag + diag, {"orth_offdiag": offdiag, "orth_diag": diag}
 
 
+def forward_at_actions(F: jax.Array, actions: jax.Array) -> jax.Array:
+    """The row of each action: F [heads, N, A, d], actions int [N] -> [heads, N, d]."""
+    return jnp.take_along_axis(F, actions[None, :, None, None], axis=2)[:, :, 0]
+
+
 def greedy_actions(F: jax.Array, z: jax.Array) -> jax.Array:
     """argmax_a min_k F_k(s, a, z)^T z for F: [heads, ..., A, d], z: [..., d]."""
     q = jnp.min(jnp.einsum("k...ad,...d->k...a", F, z), axis=0)
@@ -362,7 +367,7 @@ class FBAgent(flax.struct.PyTreeNode):
             target_F = self.forward_values(next_obs, z, params=self.target_forward_params)
             select_F = self.forward_values(next_obs, z) if self.config["target_action"] == "online" else target_F
             next_actions = greedy_actions(select_F, z)
-            target_F = jnp.take_along_axis(target_F, next_actions[None, :, None, None], axis=2)[:, :, 0]
+            target_F = forward_at_actions(target_F, next_actions)
         else:
             next_actions = self._policy_actions(next_obs, z, key)
             target_F = self.forward_values(next_obs, z, next_actions, params=self.target_forward_params)
@@ -374,7 +379,7 @@ class FBAgent(flax.struct.PyTreeNode):
         F = self.forward_values(batch["observations"], z, batch["actions"], params=forward_params)
         if self.config["discrete_actions"]:
             actions = batch["actions"][:, 0].astype(jnp.int32)
-            F = jnp.take_along_axis(F, actions[None, :, None, None], axis=2)[:, :, 0]
+            F = forward_at_actions(F, actions)
         B = self.backward_values(batch["next_observations"], params=backward_params)
         discounts = self.config["gamma"] * (1.0 - batch["terminals"])
         fb, fb_info = measure_loss(F, B, target_M, discounts)

@@ -35,7 +35,16 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.fb import DEFAULT_CONFIG, FBAgent, goal_policies, greedy_actions, measure_loss, orthonormality_loss, project_to_sphere  # noqa: E402
+from agents.fb import (  # noqa: E402
+    DEFAULT_CONFIG,
+    FBAgent,
+    forward_at_actions,
+    goal_policies,
+    greedy_actions,
+    measure_loss,
+    orthonormality_loss,
+    project_to_sphere,
+)
 from offrl.buffer import ReplayBuffer  # noqa: E402
 from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success  # noqa: E402
 from offrl.networks import polyak_update  # noqa: E402
@@ -83,7 +92,7 @@ def table_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, every:
         target_B = project_to_sphere(target["backward"], radius)
         target_F = target["forward"][:, goals, next_states]  # [2, N, A, d]
         next_actions = greedy_actions(target_F, target_B[goals])
-        target_F = jnp.take_along_axis(target_F, next_actions[None, :, None, None], axis=2)[:, :, 0]
+        target_F = forward_at_actions(target_F, next_actions)
         target_M = jnp.min(jnp.einsum("kid,jd->kij", target_F, target_B[next_states]), axis=0)
         B = project_to_sphere(params["backward"], radius)[next_states]
         fb, _ = measure_loss(params["forward"][:, goals, states, actions], B, target_M, config["gamma"] * (1.0 - batch["terminals"]))
