@@ -182,12 +182,13 @@ def successor_measure_error(env, data, agent, goal):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 5 target not met yet: relative errors 0.10, 0.17, 0.15 for goals 0, 6, 12 "
-                   "(target < 0.10; 0.16, 0.20, 0.12 with the default min over heads and target-F next action)")
 def test_fb_reproduces_successor_measure_of_greedy_policy():
-    # Double-DQN next action and the mean of the target heads: the target with the least bias.
-    env, data, agent, _ = train_gridworld_fb(TWO_ROOMS, 20_000, z_dim=32, hidden_dim=256, feature_dim=256, backward_hidden_dim=256,
-                                             batch_size=512, target_action="online", target_heads="mean")
+    # Every training z is B of a dataset state (mix_ratio 1), the z's this check asks about:
+    # with half of them uniform on the sphere F shares its precision with those tasks and
+    # the errors stay at 0.2-0.3. tau 0.05 lets the targets catch up within the budget
+    # (with tau 0.01 the bootstrap lag, roughly exp(-updates * tau * (1 - gamma)), is e^-1 at 5k).
+    env, data, agent, _ = train_gridworld_fb(TWO_ROOMS, 10_000, z_dim=32, hidden_dim=256, feature_dim=256, backward_hidden_dim=256,
+                                             batch_size=512, tau=0.05, mix_ratio=1.0)
     errors = [successor_measure_error(env, data, agent, goal) for goal in (0, 6, 12)]
     assert max(errors) < 0.10, errors
 
@@ -195,7 +196,8 @@ def test_fb_reproduces_successor_measure_of_greedy_policy():
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 5 target not met yet: 75-80% of (start, goal) pairs (target 95%) with d=128, lr 1e-3, "
                    "tau 0.05 at 5k-20k updates (d=64, lr 5e-4, tau 0.01: 46-74% at 5k-30k); the failures are far goals. "
-                   "With F a table the same objective reaches 96-100% (benchmarks/fb_gridworld.py): F's network is the limit")
+                   "With F a table the same objective reaches 96-100% (benchmarks/fb_gridworld.py): F's network is the limit. "
+                   "Goal-only z's (mix_ratio 1) give 54-57%; an F bilinear in z reaches 96-97% at 2.5k, then 84-96% (README)")
 def test_zero_shot_goal_reaching_four_rooms():
     # d >= the 104 states and faster targets (tau 0.05) are the best settings measured; see the README.
     env, _, agent, _ = train_gridworld_fb(FOUR_ROOMS, 10_000, z_dim=128, hidden_dim=256, feature_dim=256, backward_hidden_dim=256, batch_size=512, learning_rate=1e-3, tau=0.05)
