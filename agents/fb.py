@@ -39,7 +39,7 @@ The losses follow facebookresearch/controllable_agent (`fb_ddpg.py`, `discrete_f
   z for every (s, a): F_k(s, a, z) = U_k (phi_k(s, a) * V_k z) + c_k, so the goal value
   Q(s, a, B(g)) is bilinear in features of (s, a) and of the goal, as in bilinear
   goal-conditioned value networks. On the four-rooms grid it is what brings zero-shot goal
-  reaching above 95% of (start, goal) pairs, with gamma 0.95 (0.98-0.99 at 2.5k-7.5k
+  reaching above 95% of (start, goal) pairs, with gamma 0.95 (0.98-0.99 at 2.5k-10k
   updates, where "concat" stays at 75-80% at any budget tried; README). At gamma 0.98 it
   peaks near 97% and falls back: the action gap a greedy step needs shrinks with
   1 - gamma. Being linear in z, it cannot produce the measure's z-independent part (the
