@@ -30,7 +30,7 @@ from offrl.data.pointmaze import (
     resolve_maze_id,
 )
 from offrl.envs.pointmaze import GOAL_RADIUS, MAZES, make_maze2d_env, make_pointmaze_env, sparse_reward
-from offrl.envs.scores import MAZE2D_REF_SCORES
+from offrl.envs.scores import MAZE2D_REF_SCORES, MAZE2D_REF_SEED
 
 SMALL = 5000
 
@@ -322,3 +322,47 @@ def test_builder_writes_the_loader_cache_identical_to_a_fresh_read(small_umaze_i
         np.testing.assert_array_equal(getattr(cached, name), column, err_msg=name)
     metadata = dataset.storage.metadata
     np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([metadata["ref_max_score"]])), 1.0)
+
+
+def _controller_policy(env_factory, num_envs: int, goal_of):
+    """A batched policy for `run_episodes`: one noiseless controller per sub-env."""
+    env = env_factory()
+    controllers = [controller_for(env) for _ in range(num_envs)]
+    env.close()
+
+    def policy(observations, key):
+        observations = np.asarray(observations, np.float64)
+        return np.stack([c.clipped(o, goal_of(o)) for c, o in zip(controllers, observations)])
+
+    return policy
+
+
+def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(small_umaze_id, small_pointmaze_id):
+    """Through offrl's own evaluation: v1 episodes end at success (length = steps to goal,
+    normalized score = 100 x success rate); maze2d episodes run to the limit and score about
+    100, the controller's own reference."""
+    import jax
+
+    from offrl.envs import make_eval_vector_env, normalized_score
+    from offrl.evaluation import run_episodes, summarize_episodes
+
+    _, spec = load_dataset(small_pointmaze_id)
+    envs = make_eval_vector_env(spec, 5, seed=0)
+    episodes = run_episodes(envs, _controller_policy(spec.env_factory, 5, lambda o: o[4:6]), jax.random.PRNGKey(0), seed=list(range(5)))
+    envs.close()
+    assert episodes["successes"].all()
+    np.testing.assert_array_equal(episodes["success_steps"], episodes["lengths"])
+    np.testing.assert_array_equal(episodes["returns"], 1.0)
+    metrics = summarize_episodes(episodes, lambda r: normalized_score(spec, r))
+    assert metrics["normalized_score"] == 100.0 and metrics["success_rate"] == 1.0
+    assert metrics["steps_to_goal"] == episodes["lengths"].mean() < MAZES["umaze"].episode_steps
+
+    _, spec = load_dataset(small_umaze_id)
+    target = MAZES["umaze"].cell_center(MAZES["umaze"].target_cell)
+    seeds = [MAZE2D_REF_SEED + j for j in range(8)]
+    envs = make_eval_vector_env(spec, 8, seed=0)
+    episodes = run_episodes(envs, _controller_policy(spec.env_factory, 8, lambda o: target), jax.random.PRNGKey(0), seed=seeds)
+    envs.close()
+    assert (episodes["lengths"] == MAZES["umaze"].episode_steps).all() and episodes["successes"].all()
+    np.testing.assert_array_equal(episodes["returns"], reference_returns("umaze", "controller", episodes=8)["sparse"])
+    assert (episodes["success_steps"] < episodes["lengths"]).all()
