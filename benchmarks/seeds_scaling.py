@@ -16,6 +16,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 
 from offrl.buffer import ReplayBuffer
 from offrl.train import LoopState, make_seeds_train_chunk, replicate, shard_seeds, stack_states
@@ -64,8 +65,9 @@ def main() -> None:
     per_seed = {}
     for num_seeds in counts:
         state = seed_states(cls, transitions, hidden, num_seeds, args.agent)
-        per_seed[num_seeds] = max(time_seeds(train_chunk, state, buffer, args.updates, args.chunk)
-                                  for _ in range(args.rounds))
+        # The chunk donates the state it is given, so each round starts from its own copy.
+        per_seed[num_seeds] = max(time_seeds(train_chunk, jax.tree_util.tree_map(jnp.copy, state), buffer, args.updates,
+                                             args.chunk) for _ in range(args.rounds))
     base = per_seed[counts[0]]
     print(f"\n| seeds | total updates/s | per-seed updates/s | per-seed ratio vs {counts[0]} seed(s) | total ratio |")
     print("|---|---|---|---|---|")

@@ -17,6 +17,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -196,6 +197,13 @@ def build_command(sweep: dict[str, Any], spec: RunSpec, sets: dict[str, str], wa
     return command
 
 
+def worker_environment() -> dict[str, str]:
+    """This process's environment, with JAX told not to preallocate device memory: by default
+    each JAX process claims 75% of a GPU, so a second worker on the same GPU would run out of
+    memory. A user's own XLA_PYTHON_CLIENT_* settings win."""
+    return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ}
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     latest = run_dir / "checkpoints" / "latest"
     return (run_dir / "config.json").is_file() and latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
@@ -264,7 +272,7 @@ class SweepRunner:
             with self._lock:
                 if self._stopping:
                     return RunResult(spec, "interrupted", "new")
-                process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+                process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=worker_environment())
                 self._processes.add(process)
             returncode = process.wait()
             with self._lock:

@@ -8,6 +8,7 @@ normalizer) is one pytree, which is what makes resume exact and checkpoints comp
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -76,8 +77,12 @@ def make_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, 
 
 def make_seeds_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, ReplayBuffer], tuple[LoopState, dict]]:
     """`make_train_chunk` over a leading seed axis of the state: one compilation for all seeds,
-    the dataset shared. With several devices the seed axis is sharded (see `shard_seeds`)."""
-    return jax.jit(jax.vmap(make_train_chunk(agent_cls, num_updates), in_axes=(0, None)))
+    the dataset shared. With several devices the seed axis is sharded (see `shard_seeds`).
+
+    The input state is donated: the new state reuses its buffers instead of holding a second
+    copy of every seed's parameters and optimizer moments on the device, so the caller must
+    not touch the state it passed in again."""
+    return jax.jit(jax.vmap(make_train_chunk(agent_cls, num_updates), in_axes=(0, None)), donate_argnums=0)
 
 
 def stack_states(states: list[Any]) -> Any:
@@ -163,20 +168,32 @@ def aggregate_over_seeds(summaries: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def make_seeds_policy(state: LoopState, episodes_per_seed: int, deterministic: bool) -> Callable:
-    """Every seed's policy on its own block of `episodes_per_seed` observations, in one call.
+@functools.partial(jax.jit, static_argnames=("treedef", "deterministic"))
+def _seeds_actions(
+    treedef: Any, leaves: list[jax.Array], observations: jax.Array, keys: jax.Array, deterministic: bool
+) -> jax.Array:
+    """Seed k's agent (leading seed axis) acts on the k-th block of observations with keys[k].
 
-    Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run."""
+    (agent, obs_mean, obs_std) come flattened: a list of arrays is dispatched several times
+    faster than the agent's nested pytree, which matters at one call per environment step."""
+    agent, obs_mean, obs_std = jax.tree_util.tree_unflatten(treedef, leaves)
 
-    def act(agent: Any, mean: jax.Array, std: jax.Array, observations: jax.Array, key: jax.Array) -> jax.Array:
-        return agent.sample_actions((observations - mean) / std, key, deterministic=deterministic)
+    def act(agent: Any, mean: jax.Array, std: jax.Array, block: jax.Array, key: jax.Array) -> jax.Array:
+        return agent.sample_actions((block - mean) / std, key, deterministic=deterministic)
 
-    def policy(observations: jax.Array, keys: jax.Array) -> jax.Array:
-        blocks = observations.reshape(keys.shape[0], episodes_per_seed, -1)
-        actions = jax.vmap(act)(state.agent, state.obs_mean, state.obs_std, blocks, keys)
-        return actions.reshape(-1, *actions.shape[2:])
+    blocks = observations.reshape(keys.shape[0], -1, observations.shape[-1])
+    actions = jax.vmap(act)(agent, obs_mean, obs_std, blocks, keys)
+    return actions.reshape(-1, *actions.shape[2:])
 
-    return jax.jit(policy)
+
+def make_seeds_policy(state: LoopState, deterministic: bool) -> Callable:
+    """Every seed's policy on its own equal block of the observations, in one call.
+
+    Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run.
+    The state is an argument of one module-level jitted function rather than a constant of a
+    fresh closure, so a run compiles its evaluation policy once, not at every evaluation."""
+    leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
+    return lambda observations, keys: _seeds_actions(treedef, leaves, observations, keys, deterministic)
 
 
 def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
@@ -186,13 +203,20 @@ def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
 
 
 def evaluate_seeds(
-    envs: Any, state: LoopState, seeds: list[int], episodes_per_seed: int, deterministic: bool, step: int
+    envs: Any,
+    state: LoopState,
+    seeds: list[int],
+    episodes_per_seed: int,
+    deterministic: bool,
+    step: int,
+    record_transitions: bool = True,
 ) -> list[dict[str, np.ndarray]]:
     """One batch of episodes for all seeds; seed k gets the environment seeds and policy keys
-    a single-seed run with seed k would use, so the two evaluate identically."""
-    policy = make_seeds_policy(state, episodes_per_seed, deterministic)
+    a single-seed run with seed k would use, so the two evaluate identically. Without
+    `record_transitions` only the per-episode results and the actions come back (faster)."""
+    policy = make_seeds_policy(state, deterministic)
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
-    episodes = run_episodes(envs, policy, keys, seed=eval_env_seeds(seeds, episodes_per_seed))
+    episodes = run_episodes(envs, policy, keys, eval_env_seeds(seeds, episodes_per_seed), record_transitions)
     return split_episodes(episodes, len(seeds), episodes_per_seed)
 
 
@@ -216,7 +240,8 @@ def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: in
     out = []
     for index in range(num_seeds):
         envs = slice(index * per_seed, (index + 1) * per_seed)
-        rows = (episodes["env_ids"] >= index * per_seed) & (episodes["env_ids"] < (index + 1) * per_seed)
+        if "env_ids" in episodes:
+            rows = (episodes["env_ids"] >= index * per_seed) & (episodes["env_ids"] < (index + 1) * per_seed)
         out.append({name: values[envs] if name in per_env else values[rows] for name, values in episodes.items()})
     return out
 
@@ -397,7 +422,9 @@ def run(
     dataset_actions = transitions.actions[np.random.default_rng(0).choice(len(transitions), 2000)]
 
     def evaluate(step: int) -> list[dict[str, float]]:
-        episodes = evaluate_seeds(eval_envs, state, seeds, episodes_per_seed, config["eval_deterministic"], step)
+        episodes = evaluate_seeds(
+            eval_envs, state, seeds, episodes_per_seed, config["eval_deterministic"], step, record_transitions=False
+        )
         results = []
         for index, (seed_episodes, logger) in enumerate(zip(episodes, loggers)):
             results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(spec, returns)))

@@ -337,10 +337,13 @@ def _controller_policy(env_factory, num_envs: int, goal_of):
     return policy
 
 
-def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(small_umaze_id, small_pointmaze_id):
-    """Through offrl's own evaluation: v1 episodes end at success (length = steps to goal,
-    normalized score = 100 x success rate); maze2d episodes run to the limit and score about
-    100, the controller's own reference."""
+@pytest.mark.parametrize("record_transitions", [True, False])
+def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(
+    small_umaze_id, small_pointmaze_id, record_transitions
+):
+    """Through offrl's own evaluation (both of its paths): v1 episodes end at success (length =
+    steps to goal, normalized score = 100 x success rate); maze2d episodes run to the limit and
+    score about 100, the controller's own reference."""
     import jax
 
     from offrl.envs import make_eval_vector_env, normalized_score
@@ -349,7 +352,7 @@ def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(small
     _, spec = load_dataset(small_pointmaze_id)
     envs = make_eval_vector_env(spec, 5, seed=0)
     policy = _controller_policy(spec.env_factory, 5, lambda o: o[4:6])
-    episodes = run_episodes(envs, policy, jax.random.PRNGKey(0), seed=list(range(5)))
+    episodes = run_episodes(envs, policy, jax.random.PRNGKey(0), list(range(5)), record_transitions)
     envs.close()
     assert episodes["successes"].all()
     np.testing.assert_array_equal(episodes["success_steps"], episodes["lengths"])
@@ -362,7 +365,8 @@ def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(small
     target = MAZES["umaze"].cell_center(MAZES["umaze"].target_cell)
     seeds = [MAZE2D_REF_SEED + j for j in range(8)]
     envs = make_eval_vector_env(spec, 8, seed=0)
-    episodes = run_episodes(envs, _controller_policy(spec.env_factory, 8, lambda o: target), jax.random.PRNGKey(0), seed=seeds)
+    policy = _controller_policy(spec.env_factory, 8, lambda o: target)
+    episodes = run_episodes(envs, policy, jax.random.PRNGKey(0), seeds, record_transitions)
     envs.close()
     assert (episodes["lengths"] == MAZES["umaze"].episode_steps).all() and episodes["successes"].all()
     np.testing.assert_array_equal(episodes["returns"], reference_returns("umaze", "controller", episodes=8)["sparse"])
