@@ -26,7 +26,8 @@ named exactly as a D4RL dataset (`hopper-medium-v2.hdf5` or D4RL's own
 
 `check_against_spaces` compares a file's columns with the evaluation env's spaces at load
 time, so a file recorded in another env fails with its shapes named instead of at the first
-evaluation, and integer actions are read as the env's action space says.
+evaluation, and integer actions are read as the env's action space says (indices for
+Discrete, bounded values for Box).
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ def describe_convention(family: str | None) -> str:
 def check_against_spaces(
     arrays: dict[str, np.ndarray], observation_space: gym.Space, action_space: gym.Space, env_id: str, source: str
 ) -> dict[str, np.ndarray]:
-    """The file's columns checked against the evaluation env's spaces; integer actions are
-    one-hot encoded for a Discrete action space (as the Minari loader flattens them) and read
-    as continuous values for a Box only when they lie in its bounds."""
-    from offrl.envs import flat_dim, flatten_observations
+    """The file's columns checked against the evaluation env's spaces. Integer actions of a
+    Discrete action space stay indices, one float column, which is what the agents with
+    discrete actions read (`batch["actions"][:, 0]` in fb and sr); for a Box they are read as
+    continuous values only when they lie in its bounds."""
+    from offrl.envs import flat_dim
 
     hint = "pass the env the data was recorded in with --env ENV_ID"
     observation_shape = (flat_dim(observation_space),)
@@ -122,8 +124,8 @@ def check_against_spaces(
         low, high = action_space.start, action_space.start + action_space.n - 1
         if flat.min() < low or flat.max() > high:
             raise DatasetError(f"{source}: actions range over [{flat.min()}, {flat.max()}] but env {env_id} has {action_space}")
-        print(f"offrl: {source}: integer actions one-hot encoded for {env_id}'s {action_space}")
-        return {**arrays, "actions": flatten_observations(action_space, flat[:, 0])}
+        print(f"offrl: {source}: integer actions kept as indices of {env_id}'s {action_space} (for fb --discrete-actions N)")
+        return {**arrays, "actions": flat.astype(np.float32)}
     if not isinstance(action_space, gym.spaces.Box):
         raise DatasetError(f"{source}: env {env_id} has action space {action_space}; D4RL files need Box or Discrete actions")
     if actions.shape[1:] != action_space.shape:

@@ -128,7 +128,7 @@ def _load_hdf5(path: str, env_id: str | None, d4rl_reward: str) -> tuple[Transit
     elif not np.issubdtype(arrays["actions"].dtype, np.floating):
         raise DatasetError(
             f"{path}: actions are {arrays['actions'].dtype}, not floats; give the env with --env ENV_ID so they "
-            "are read as its action space says (one-hot for Discrete, values for Box)"
+            "are read as its action space says (indices for Discrete, values for Box)"
         )
     transitions = apply_reward_convention(qlearning_transitions(arrays, source=path), convention)
     print(f"offrl: {path}: {describe_convention(convention)} (d4rl_reward={d4rl_reward}; --d4rl-reward "
