@@ -177,8 +177,8 @@ def validate(config: dict[str, Any]) -> None:
     check(OPEN_UNIT_INTERVAL, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1")
     check(
         POSITIVE_INT_LISTS,
-        lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),
-        "a non-empty list of integers >= 1, e.g. 256,256",
+        lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) and x >= 1 for x in v),
+        "a list of integers >= 1, e.g. 256,256 ([] for a linear network)",
     )
     for key, choices in CHOICES.items():
         check([key], lambda v, choices=choices: v in choices, f"one of {', '.join(map(str, choices))}")
