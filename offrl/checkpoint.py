@@ -58,16 +58,35 @@ def abstract_like(state: Any) -> Any:
     )
 
 
+def _steps(manager_dir: Path) -> list[int]:
+    return sorted(int(child.name) for child in manager_dir.iterdir() if child.name.isdigit()) if manager_dir.is_dir() else []
+
+
 def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]:
-    """Resolve a run directory or a checkpoint step directory to (manager directory, step)."""
+    """Resolve a run directory or a checkpoint step directory to (manager directory, step).
+
+    A run directory without the requested checkpoint gets an error that says what is there
+    instead: no checkpoints/ at all, or only the other of latest/best (with the flag for it)."""
     path = Path(path).resolve()
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints" / which
-    if path.name in ("latest", "best") and path.is_dir():
-        steps = sorted(int(child.name) for child in path.iterdir() if child.name.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint in {path}")
-        return path, steps[-1]
+    elif (path / CONFIG_FILE).is_file():
+        seed_dirs = sorted(child.name for child in path.glob("seed*") if (child / "checkpoints").is_dir())
+        if seed_dirs:
+            raise FileNotFoundError(f"{path} is a multi-seed run; give one seed's directory, e.g. {path / seed_dirs[0]}")
+        raise FileNotFoundError(
+            f"run directory {path} has no checkpoints/ directory: it was deleted or moved, or the run stopped "
+            "before its first checkpoint; nothing to evaluate or resume"
+        )
+    if path.name in ("latest", "best") and path.parent.name == "checkpoints":
+        steps = _steps(path)
+        if steps:
+            return path, steps[-1]
+        other = "best" if path.name == "latest" else "latest"
+        if _steps(path.parent / other):
+            flag = "--best" if other == "best" else "no --best"
+            raise FileNotFoundError(f"no {path.name} checkpoint in {path.parent}, but a {other} one exists: use {flag}")
+        raise FileNotFoundError(f"no checkpoint in {path.parent} (neither latest/ nor best/ holds one)")
     if path.name.isdigit() and path.parent.name in ("latest", "best"):
         return path.parent, int(path.name)
     raise FileNotFoundError(

@@ -4,13 +4,17 @@ One flat namespace holds the run settings (`RUN_DEFAULTS`) and the agent's
 hyperparameters (its `DEFAULT_CONFIG`); `wandb.*` keys form the only nested group.
 Command-line overrides are `--key value` or `--key=value` (what `wandb agent` passes),
 dashes and underscores alike, `--no-key` for a false boolean. Values are parsed as YAML
-and must match the type of the default they replace, so typos fail loudly.
+(with YAML 1.2 floats, so `3e-4` is a number) and must match the type of the default they
+replace, so typos fail loudly. `validate` then checks the ranges of the resolved config
+(positive counts, learning rates, known choices) before anything is created on disk.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +27,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "agent": "iql-ddpg",
     "dataset": None,  # offline agents; None means DEFAULT_DATASET
     "env": None,  # online agents (a gymnasium id); for offline agents, an evaluation env override
+    "d4rl_reward": "auto",  # D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze
     "seed": 0,
     "num_seeds": 1,  # seeds seed, seed+1, ... trained together (vmapped, sharded over devices)
     "steps": 100_000,  # gradient updates
@@ -51,6 +56,24 @@ class ConfigError(ValueError):
     pass
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: PyYAML implements YAML 1.1, where a float
+    needs a dot, so `3e-4` or `1e5` would be read as strings and rejected for a float key."""
+
+
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as the config reads it (see `_Loader`); integers stay integers."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _normalize_key(key: str) -> str:
     return key.replace("-", "_")
 
@@ -72,7 +95,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return int(value)
     elif isinstance(default, (tuple, list)):
         if isinstance(value, str):
-            value = [yaml.safe_load(part) for part in value.split(",") if part.strip()]
+            value = [parse_yaml(part) for part in value.split(",") if part.strip()]
         if isinstance(value, (list, tuple)):
             return type(default)(value)
         if isinstance(value, (int, float)):
@@ -84,6 +107,81 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, dict):
             return value
     raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {value!r}")
+
+
+# Range rules for the resolved config, by key; a key a config does not have is skipped, so
+# one table serves every agent. Agents still check what needs the data (e.g. dims vs obs).
+POSITIVE_INTS = (
+    "num_seeds", "steps", "updates_per_call", "eval_episodes", "keep_checkpoints", "example_batch_size",
+    "batch_size", "z_dim", "hidden_dim", "feature_dim", "backward_hidden_dim", "bilinear_rank",
+    "num_tokens", "num_bins", "kmeans_iterations", "decay_steps", "episodes_per_update",
+)
+OPTIONAL_POSITIVE_INTS = ("eval_interval", "checkpoint_interval", "discrete_actions")
+NON_NEGATIVE_INTS = ("seed", "num_actions")
+POSITIVE_FLOATS = ("actor_lr", "critic_lr", "value_lr", "learning_rate", "temperature")
+UNBOUNDED_POSITIVE_FLOATS = ("max_weight",)  # inf: no clipping of the AWR weights
+NON_NEGATIVE_FLOATS = ("learning_rate_end", "bc_weight", "entropy_coef", "ortho_coef", "actor_noise", "actor_noise_clip")
+UNIT_INTERVAL = ("discount", "gamma", "tau", "mix_ratio", "exploration_epsilon")  # [0, 1]
+OPEN_UNIT_INTERVAL = ("expectile",)  # (0, 1)
+POSITIVE_INT_LISTS = ("hidden_dims",)
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "extraction": ("awr", "ddpg", "dawr"),
+    "actor_lr_schedule": ("cosine", "constant"),
+    "eval_squash": ("tanh", "clip"),
+    "tokenizer": ("kmeans", "bins"),
+    "action_squash": ("clip", "tanh"),
+    "convention": ("current", "next"),
+    "target_action": ("target", "online"),
+    "target_heads": ("min", "mean"),
+    "forward_arch": ("concat", "bilinear"),
+    "d4rl_reward": ("auto", "none", "locomotion", "antmaze"),
+    "wandb.mode": (None, "online", "offline", "disabled", "dryrun"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _lookup(config: dict[str, Any], dotted_key: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Check every key's range in a resolved config; a ConfigError names the first bad key.
+
+    Called before a run creates its directory, so a rejected run leaves nothing behind."""
+
+    def check(keys: Sequence[str], ok: Any, expected: str) -> None:
+        for key in keys:
+            present, value = _lookup(config, key)
+            if present and not ok(value):
+                raise ConfigError(f"config key {key!r} must be {expected}, got {value!r} (--{key.replace('_', '-')} VALUE)")
+
+    check(POSITIVE_INTS, lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    check(OPTIONAL_POSITIVE_INTS, lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
+    check(NON_NEGATIVE_INTS, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    check(POSITIVE_FLOATS, lambda v: _is_number(v) and v > 0, "a number > 0")
+    check(UNBOUNDED_POSITIVE_FLOATS, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
+    check(NON_NEGATIVE_FLOATS, lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    check(UNIT_INTERVAL, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+    check(OPEN_UNIT_INTERVAL, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1")
+    check(
+        POSITIVE_INT_LISTS,
+        lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) and x >= 1 for x in v),
+        "a list of integers >= 1, e.g. 256,256 ([] for a linear network)",
+    )
+    for key, choices in CHOICES.items():
+        check([key], lambda v, choices=choices: v in choices, f"one of {', '.join(map(str, choices))}")
 
 
 def set_key(config: dict[str, Any], dotted_key: str, value: Any) -> None:
@@ -143,7 +241,7 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
         else:
             key, raw = body, "true"
             i += 1
-        overrides[_normalize_key(key)] = yaml.safe_load(raw) if raw != "" else ""
+        overrides[_normalize_key(key)] = parse_yaml(raw) if raw != "" else ""
     return overrides
 
 
@@ -152,7 +250,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(content, dict):

@@ -2,7 +2,9 @@
 
 W&B runs online when the user is logged in, offline (synced later with `wandb sync`) when
 not, and can be disabled; the local `metrics.jsonl` is always written, so every run can
-be inspected without W&B.
+be inspected without W&B. A logged-in user whose W&B server cannot be reached (no network,
+a bad key) gets an offline run and a one-line notice after `ONLINE_INIT_TIMEOUT` seconds,
+instead of wandb's 90 s wait and a failed run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MODES = ("online", "offline", "disabled")
+# Seconds an online wandb.init may take before the run goes offline; a reachable server
+# answers in a few. WANDB_INIT_TIMEOUT, wandb's own setting, takes precedence.
+ONLINE_INIT_TIMEOUT = 15.0
+SYNC_HINT = "sync later with `wandb sync RUN_DIR/wandb/offline-run-*`"
 
 
 def resolve_wandb_mode(requested: str | None) -> tuple[str, str | None]:
@@ -32,7 +38,7 @@ def resolve_wandb_mode(requested: str | None) -> tuple[str, str | None]:
         return requested, None
     if _has_wandb_credentials():
         return "online", None
-    return "offline", "W&B: not logged in, logging offline (sync later with `wandb sync RUN_DIR/wandb/offline-run-*`)"
+    return "offline", f"W&B: not logged in, logging offline ({SYNC_HINT})"
 
 
 def _has_wandb_credentials() -> bool:
@@ -43,6 +49,27 @@ def _has_wandb_credentials() -> bool:
         return "api.wandb.ai" in netrc.read_text() or bool(os.environ.get("WANDB_BASE_URL"))
     except OSError:
         return False
+
+
+def _init_with_offline_fallback(init_args: dict[str, Any], mode: str) -> tuple[Any, str]:
+    """`wandb.init` in `mode`; an online init that cannot reach the server is retried offline.
+
+    Returns the run and the mode it runs in."""
+    import wandb
+
+    timeout = {} if os.environ.get("WANDB_INIT_TIMEOUT") else {"init_timeout": ONLINE_INIT_TIMEOUT}
+    settings = wandb.Settings(silent=True, console="off", **(timeout if mode == "online" else {}))
+    try:
+        return wandb.init(**init_args, mode=mode, settings=settings), mode
+    except (wandb.errors.CommError, wandb.errors.AuthenticationError, wandb.errors.UsageError, TimeoutError) as error:
+        if mode != "online":
+            raise
+        reason = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+        print(
+            f"W&B: cannot start an online run ({reason}); logging offline instead ({SYNC_HINT}; "
+            "pass --wandb.mode offline to skip the wait)"
+        )
+    return wandb.init(**init_args, mode="offline", settings=wandb.Settings(silent=True, console="off")), "offline"
 
 
 def _to_python(value: Any) -> Any:
@@ -72,7 +99,7 @@ class RunLogger:
             print(notice)
         run_id_file = self.run_dir / "wandb_run_id"
         run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
-        self.run = wandb.init(
+        init_args = dict(
             project=settings.get("project"),
             entity=settings.get("entity"),
             group=settings.get("group"),
@@ -80,12 +107,11 @@ class RunLogger:
             tags=list(settings.get("tags") or []),
             config=config,
             dir=str(self.run_dir),
-            mode=self.mode,
             id=run_id,
             resume="allow" if run_id else None,
             reinit="create_new" if concurrent else "default",
-            settings=wandb.Settings(silent=True, console="off"),
         )
+        self.run, self.mode = _init_with_offline_fallback(init_args, self.mode)
         if self.mode != "disabled":
             run_id_file.write_text(self.run.id)
 

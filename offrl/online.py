@@ -48,6 +48,7 @@ from offrl.train import (
     NonFiniteLossError,
     evaluate_seeds,
     first_nonfinite,
+    kept_checkpoint,
     make_train_chunk,
     stack_states,
 )
@@ -206,8 +207,8 @@ def run_online(experiment: Experiment, *, resume: bool, stop_after: int | None, 
             bad = first_nonfinite(stacked)
             if bad is not None:
                 raise NonFiniteLossError(
-                    f"{bad[1]} became non-finite at update {step}; stopped, the last good checkpoint "
-                    f"in {checkpointer.directory} is kept (lower the learning rates)"
+                    f"{bad[1]} became non-finite at update {step}; stopped, "
+                    f"{kept_checkpoint(checkpointer, checkpoint_interval)} (lower the learning rates)"
                 )
             state = new_state
             train_seconds += elapsed

@@ -32,7 +32,7 @@ from offrl.logging import RunLogger
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
+    """A loss became NaN or Inf; the run stopped and the last good checkpoint, if any, is kept."""
 
 
 @flax.struct.dataclass
@@ -256,6 +256,15 @@ def first_nonfinite(stacked_info: dict[str, np.ndarray]) -> tuple[int, str] | No
     return worst
 
 
+def kept_checkpoint(checkpointer: ckpt.Checkpointer, checkpoint_interval: int) -> str:
+    """What a stopped run leaves to resume from, for its error message: a loss can blow up
+    before the first checkpoint, and then there is none to point to."""
+    saved = checkpointer.latest_step()
+    if saved is None:
+        return f"no checkpoint was saved (the first was due at update {checkpoint_interval})"
+    return f"the last good checkpoint (update {saved}) in {checkpointer.directory} is kept"
+
+
 def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.ndarray) -> Transitions:
     return Transitions(
         **{
@@ -297,7 +306,7 @@ def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
     env = overrides.get("env")
     if dataset is None and env is None:
         dataset = cfg.DEFAULT_DATASET
-    family = _data_family(dataset) if dataset is not None else str(env)
+    family = _data_family(dataset, overrides.get("d4rl_reward", "auto")) if dataset is not None else str(env)
     for path in cfg.preset_paths(agent_name.split("-")[0], family):
         cfg.merge(config, cfg.load_yaml(path), str(path))
     file_path = overrides.pop("config", None)
@@ -305,13 +314,14 @@ def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
         cfg.merge(config, cfg.load_yaml(file_path), str(file_path))
     cfg.merge(config, overrides, "command line")
     config["dataset"] = dataset
+    cfg.validate(config)
     return config
 
 
-def _data_family(dataset: str) -> str:
+def _data_family(dataset: str, d4rl_reward: str) -> str:
     from offrl.data import dataset_family
 
-    return dataset_family(dataset)
+    return dataset_family(dataset, d4rl_reward)
 
 
 def build_experiment(config: dict[str, Any], load_data: bool = True) -> Experiment:
@@ -322,7 +332,9 @@ def build_experiment(config: dict[str, Any], load_data: bool = True) -> Experime
         from offrl.online import build_online_experiment
 
         return build_online_experiment(config, agent_cls, agent_defaults)
-    transitions, spec = load_dataset(config["dataset"], env_id=config.get("env")) if load_data else (None, None)
+    # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
+    d4rl_reward = config.get("d4rl_reward", "auto")
+    transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward) if load_data else (None, None)
     return Experiment(config, agent_cls, agent_defaults, spec, transitions)
 
 
@@ -365,6 +377,7 @@ def run(
     if resume_dir:
         saved = ckpt.load_config(Path(resume_dir))
         config = {**saved, "resume": str(resume_dir), "run_dir": str(resume_dir)}
+    cfg.validate(config)
     run_dir = Path(config["run_dir"] or default_run_dir(config))
     config["run_dir"] = str(run_dir)
     experiment = build_experiment(config)
@@ -385,11 +398,10 @@ def run(
     checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
     updates_per_call = int(config["updates_per_call"])
     seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.save_config(run_dir, config)
-    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds} -> {run_dir}")
-    print(cfg.to_json(config))
+    if spec.env_factory is None:
+        raise cfg.ConfigError(
+            f"dataset {spec.name!r} has no known evaluation env; give one with --env ENV_ID (a gymnasium id, e.g. Hopper-v5)"
+        )
 
     if config["normalize_observations"]:
         obs_mean, obs_std = observation_statistics(transitions.observations)
@@ -399,9 +411,15 @@ def run(
         len(transitions), size=min(len(transitions), config["example_batch_size"]), replace=False
     )
     example_batch = transitions[np.sort(example_rows)].as_dict()
+    # The agents are built before anything is written: a config they reject leaves no run directory.
+    states = [experiment.initial_state(example_batch, seed) for seed in seeds]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.save_config(run_dir, config)
+    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds} -> {run_dir}")
+    print(cfg.to_json(config))
     seed_dirs = seed_run_dirs(run_dir, seeds)
     seed_configs = [seed_config(config, seed, directory) for seed, directory in zip(seeds, seed_dirs)]
-    states = [experiment.initial_state(example_batch, seed) for seed in seeds]
     if config["normalize_observations"]:
         states = [state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std)) for state in states]
 
@@ -453,9 +471,8 @@ def run(
                 bad = first_nonfinite({name: values[index] for name, values in stacked.items()})
                 if bad is not None:
                     raise NonFiniteLossError(
-                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} (seed {seed}); stopped, the last "
-                        f"good checkpoint in {checkpointers[index].directory} is kept (lower the learning rates or "
-                        "check the data)"
+                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} (seed {seed}); stopped, "
+                        f"{kept_checkpoint(checkpointers[index], checkpoint_interval)} (lower the learning rates or check the data)"
                     )
             state = new_state
             train_seconds += elapsed

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from offrl.data import DatasetError
+from offrl.data import DatasetError, dataset_family, load_dataset
 from offrl.data.d4rl import apply_reward_convention, infer_family, load_d4rl_hdf5
 from offrl.envs.scores import D4RL_REF_SCORES, d4rl_ref_scores, normalized_score
 
@@ -152,6 +152,80 @@ def test_family_inference():
     assert infer_family("antmaze-large-diverse-v2.hdf5") == "antmaze"
     assert infer_family("maze2d-large-v1") == "maze2d"
     assert infer_family("pen-human-v1.hdf5") is None
+    # Names that only contain a D4RL env or dataset name are not D4RL datasets.
+    for name in ("my-hopper-run.hdf5", "hopper-medium-v2-mine.hdf5", "new-antmaze-umaze-v2.hdf5", "hopper.hdf5"):
+        assert infer_family(name) is None, name
+
+
+def write_locomotion_like(path: Path, obs_dim: int = 11, act_dim: int = 3, **overrides: np.ndarray) -> Path:
+    """Hopper-shaped rows in episodes of 6 steps whose returns differ (for the locomotion scaling)."""
+    rng = np.random.default_rng(0)
+    n = 36
+    columns = {
+        "observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+        "rewards": np.arange(n, dtype=np.float32),
+        "terminals": np.zeros(n, bool),
+        "timeouts": (np.arange(n) % 6 == 5),
+    }
+    return write_d4rl(path, **{**columns, **overrides})
+
+
+def test_reward_convention_is_explicit(tmp_path, capsys):
+    official = str(write_locomotion_like(tmp_path / "hopper-medium-v2.hdf5"))
+    mine = str(write_locomotion_like(tmp_path / "my-hopper-run.hdf5"))
+    raw, _ = load_dataset(official, d4rl_reward="none")
+    assert "rewards as stored (d4rl_reward=none" in capsys.readouterr().out
+    scaled, spec = load_dataset(official)  # auto: an exact D4RL id gets its convention
+    assert "locomotion convention" in capsys.readouterr().out
+    np.testing.assert_allclose(np.ptp(scaled.episode_returns()), 1000.0, rtol=1e-4)
+    assert spec.family == "locomotion" and spec.ref_max_score == 3234.3
+    untouched, spec = load_dataset(mine, env_id="Hopper-v5")  # auto: not a D4RL id, rewards kept
+    np.testing.assert_array_equal(untouched.rewards, raw.rewards)
+    assert spec.family == "hdf5" and spec.ref_max_score is None
+    forced, spec = load_dataset(mine, env_id="Hopper-v5", d4rl_reward="locomotion")
+    np.testing.assert_allclose(forced.rewards, scaled.rewards)
+    assert spec.family == "locomotion" and dataset_family(mine, "locomotion") == "locomotion"
+    shifted, _ = load_dataset(mine, env_id="Hopper-v5", d4rl_reward="antmaze")
+    np.testing.assert_array_equal(shifted.rewards, raw.rewards - 1.0)
+    with pytest.raises(ValueError, match="d4rl_reward must be one of auto, none, locomotion, antmaze"):
+        load_dataset(mine, d4rl_reward="hopper")
+
+
+@pytest.mark.parametrize(
+    "obs_dim, act_dim, message",
+    [(7, 3, r"observations have shape \(7,\) per row but env Hopper-v5 observes \(11,\)"),
+     (11, 2, r"actions have shape \(2,\) per row but env Hopper-v5 takes \(3,\)")],
+)
+def test_shapes_are_checked_against_the_env_on_loading(tmp_path, obs_dim, act_dim, message):
+    path = write_locomotion_like(tmp_path / "hopper-medium-v2.hdf5", obs_dim=obs_dim, act_dim=act_dim)
+    with pytest.raises(DatasetError, match=message) as error:
+        load_dataset(str(path))
+    assert str(path) in str(error.value) and "--env" in str(error.value) and "\n" not in str(error.value)
+    other = write_locomotion_like(tmp_path / "mine.hdf5", obs_dim=obs_dim, act_dim=act_dim)
+    with pytest.raises(DatasetError, match=message):  # an env given with --env is checked the same way
+        load_dataset(str(other), env_id="Hopper-v5")
+
+
+def test_integer_actions_follow_the_env_action_space(tmp_path, capsys):
+    n = 36
+    discrete = write_locomotion_like(tmp_path / "cartpole.hdf5", obs_dim=4, actions=np.arange(n) % 2)
+    with pytest.raises(DatasetError, match=r"actions are int64, not floats; give the env with --env ENV_ID"):
+        load_dataset(str(discrete))
+    transitions, _ = load_dataset(str(discrete), env_id="CartPole-v1")
+    assert "integer actions kept as indices of CartPole-v1's Discrete(2)" in capsys.readouterr().out
+    assert transitions.actions.dtype == np.float32 and transitions.actions.shape[1:] == (1,)
+    kept_rows = np.flatnonzero(np.arange(n - 1) % 6 != 5)  # timeout rows and the last row are dropped
+    np.testing.assert_array_equal(transitions.actions[:, 0], kept_rows % 2)
+    out_of_range = write_locomotion_like(tmp_path / "three.hdf5", obs_dim=4, actions=np.arange(n) % 3)
+    with pytest.raises(DatasetError, match=r"actions range over \[0, 2\] but env CartPole-v1 has Discrete\(2\)"):
+        load_dataset(str(out_of_range), env_id="CartPole-v1")
+    box = write_locomotion_like(tmp_path / "box.hdf5", actions=np.ones((n, 3), np.int32))
+    transitions, _ = load_dataset(str(box), env_id="Hopper-v5")
+    assert "read as continuous values" in capsys.readouterr().out and transitions.actions.dtype == np.float32
+    outside = write_locomotion_like(tmp_path / "outside.hdf5", actions=np.full((n, 3), 2, np.int32))
+    with pytest.raises(DatasetError, match="integer actions outside the bounds"):
+        load_dataset(str(outside), env_id="Hopper-v5")
 
 
 def test_reference_scores_table():

@@ -16,8 +16,11 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-# Per cell; a whole notebook should take about a minute in quick mode.
-CELL_TIMEOUT = 300
+# Per cell, only to stop a hung kernel. policy_extraction's first cell runs the whole quick
+# study: 110 s on 2 cores here, 223 s in issue 24's report, and it failed the suite at the
+# old 300 s on a loaded machine. 900 s is at least 4x either idle figure
+# (docs/test_timings.md).
+CELL_TIMEOUT = 900
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)

@@ -92,6 +92,46 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(small_umaze_id, tmp_path
     assert step == 200 and all(np.isfinite(leaf).all() for leaf in leaves(state.agent))
 
 
+def test_nonfinite_loss_before_the_first_checkpoint_says_none_was_saved(small_umaze_id, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny_config(small_umaze_id, run_dir, agent="iql-awr", steps=400, checkpoint_interval=400,
+                         temperature=1e6, max_weight=float("inf"))
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was saved") as error:
+        run(config, progress=False)
+    assert "is kept" not in str(error.value) and "due at update 400" in str(error.value)
+    assert not list((run_dir / "checkpoints" / "latest").glob("[0-9]*"))
+
+
+def fake_run_dir(tmp_path: Path, *checkpoints: str) -> Path:
+    """A run directory as evaluate.py finds it: config.json and the given checkpoints/<which>/<step>."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"agent": "iql-ddpg"}))
+    for which in checkpoints:
+        (run_dir / "checkpoints" / which / "200").mkdir(parents=True)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "checkpoints, flags, message",
+    [
+        ((), [], "has no checkpoints/ directory: it was deleted or moved, or the run stopped before its first checkpoint"),
+        (("best",), [], "no latest checkpoint in {run}/checkpoints, but a best one exists: use --best"),
+        (("latest",), ["--best"], "no best checkpoint in {run}/checkpoints, but a latest one exists: use no --best"),
+    ],
+)
+def test_evaluate_says_which_checkpoint_is_missing(tmp_path, capsys, checkpoints, flags, message):
+    from offrl.cli import main_guard
+
+    run_dir = fake_run_dir(tmp_path, *checkpoints)
+    if not checkpoints:
+        assert not (run_dir / "checkpoints").exists()
+    assert main_guard(lambda: evaluate_script.main([str(run_dir), *flags])) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert message.format(run=run_dir.resolve()) in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -19,7 +19,15 @@ or the file's last row), or it is the final kept row. This is where IQL's `dones
 `next_observations[i]`) puts its trajectory boundaries, computed from the flags instead.
 
 Reward conventions that IQL and CORL apply after loading live in `apply_reward_convention`,
-separate from loading so they can be inspected or skipped.
+separate from loading so they can be inspected or skipped. Which one applies is the
+`d4rl_reward` setting (`REWARD_CONVENTIONS`): `auto` applies a convention only to a file
+named exactly as a D4RL dataset (`hopper-medium-v2.hdf5` or D4RL's own
+`hopper_medium-v2.hdf5`), never to a name that merely contains `hopper`.
+
+`check_against_spaces` compares a file's columns with the evaluation env's spaces at load
+time, so a file recorded in another env fails with its shapes named instead of at the first
+evaluation, and integer actions are read as the env's action space says (indices for
+Discrete, bounded values for Box).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import gymnasium as gym
 import h5py
 import numpy as np
 
@@ -36,22 +45,102 @@ from offrl.data.transitions import Transitions, make_transitions
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 FAMILIES = ("locomotion", "antmaze", "maze2d")
-_LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d")
+# The `d4rl_reward` setting: `auto` (by the exact D4RL id of the file name), `none` (rewards
+# as stored) or a family's convention whatever the file is called.
+REWARD_CONVENTIONS = ("auto", "none", "locomotion", "antmaze")
+LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d")
+_LOCOMOTION_DATASETS = ("random", "medium", "expert", "medium-replay", "medium-expert", "full-replay")
+_ANTMAZE_DATASETS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
+_MAZE2D_DATASETS = ("open", "umaze", "medium", "large", "open-dense", "umaze-dense", "medium-dense", "large-dense")
+# Every D4RL id of these families (the versions D4RL published), with its family.
+D4RL_IDS: dict[str, str] = {
+    **{f"{env}-{data}-v{v}": "locomotion" for env in LOCOMOTION_ENVS for data in _LOCOMOTION_DATASETS for v in (0, 1, 2)},
+    **{f"antmaze-{data}-v{v}": "antmaze" for data in _ANTMAZE_DATASETS for v in (0, 1, 2)},
+    **{f"maze2d-{data}-v{v}": "maze2d" for data in _MAZE2D_DATASETS for v in (0, 1)},
+}
+
+
+def d4rl_id(name: str | os.PathLike) -> str | None:
+    """The D4RL id a file or dataset name is exactly (case, `_` for `-` and the .hdf5/.h5
+    suffix aside: D4RL's v2 files are named `hopper_medium_replay-v2.hdf5`), or None."""
+    stem = Path(name).name.lower()
+    for suffix in (".hdf5", ".h5"):
+        stem = stem.removesuffix(suffix)
+    stem = stem.replace("_", "-")
+    return stem if stem in D4RL_IDS else None
 
 
 def infer_family(name: str | os.PathLike) -> str | None:
-    """The reward-convention family of a D4RL dataset, from its id or file name, or None.
+    """The family of a D4RL dataset named by its exact id or file name, or None: a name that
+    only contains `hopper` (`my-hopper-run.hdf5`) is not a D4RL dataset."""
+    official = d4rl_id(name)
+    return None if official is None else D4RL_IDS[official]
 
-    'antmaze' is tested before the locomotion names so `antmaze-*` never reads as `ant`.
-    """
-    stem = Path(name).name.lower()
-    if "antmaze" in stem:
-        return "antmaze"
-    if "maze2d" in stem:
-        return "maze2d"
-    if any(env in stem for env in _LOCOMOTION_ENVS):
-        return "locomotion"
-    return None
+
+def reward_family(name: str | os.PathLike, d4rl_reward: str = "auto") -> str | None:
+    """The reward convention `d4rl_reward` (one of REWARD_CONVENTIONS) selects for file `name`."""
+    if d4rl_reward == "auto":
+        return infer_family(name)
+    if d4rl_reward == "none":
+        return None
+    if d4rl_reward in FAMILIES:
+        return d4rl_reward
+    raise ValueError(f"d4rl_reward must be one of {', '.join(REWARD_CONVENTIONS)}, got {d4rl_reward!r}")
+
+
+def describe_convention(family: str | None) -> str:
+    """One phrase for the notice a run prints about its rewards."""
+    return {
+        "locomotion": "locomotion convention: rewards scaled by 1000 / (max - min episode return)",
+        "antmaze": "antmaze convention: rewards - 1",
+    }.get(family or "", "rewards as stored")
+
+
+def check_against_spaces(
+    arrays: dict[str, np.ndarray], observation_space: gym.Space, action_space: gym.Space, env_id: str, source: str
+) -> dict[str, np.ndarray]:
+    """The file's columns checked against the evaluation env's spaces. Integer actions of a
+    Discrete action space stay indices, one float column, which is what the agents with
+    discrete actions read (`batch["actions"][:, 0]` in fb and sr); for a Box they are read as
+    continuous values only when they lie in its bounds."""
+    from offrl.envs import flat_dim
+
+    hint = "pass the env the data was recorded in with --env ENV_ID"
+    observation_shape = (flat_dim(observation_space),)
+    if arrays["observations"].shape[1:] != observation_shape:
+        raise DatasetError(
+            f"{source}: observations have shape {arrays['observations'].shape[1:]} per row but env {env_id} "
+            f"observes {observation_shape}; {hint}"
+        )
+    actions = arrays["actions"]
+    integer = np.issubdtype(actions.dtype, np.integer) or actions.dtype == np.bool_
+    if isinstance(action_space, gym.spaces.Discrete):
+        flat = actions.reshape(len(actions), -1)
+        if not integer or flat.shape[1] != 1:
+            raise DatasetError(
+                f"{source}: actions have dtype {actions.dtype} and shape {actions.shape[1:]} per row but env {env_id} "
+                f"has discrete actions {action_space}; store one integer action per row, or {hint}"
+            )
+        low, high = action_space.start, action_space.start + action_space.n - 1
+        if flat.min() < low or flat.max() > high:
+            raise DatasetError(f"{source}: actions range over [{flat.min()}, {flat.max()}] but env {env_id} has {action_space}")
+        print(f"offrl: {source}: integer actions kept as indices of {env_id}'s {action_space} (for fb --discrete-actions N)")
+        return {**arrays, "actions": flat.astype(np.float32)}
+    if not isinstance(action_space, gym.spaces.Box):
+        raise DatasetError(f"{source}: env {env_id} has action space {action_space}; D4RL files need Box or Discrete actions")
+    if actions.shape[1:] != action_space.shape:
+        raise DatasetError(
+            f"{source}: actions have shape {actions.shape[1:]} per row but env {env_id} takes {action_space.shape}; {hint}"
+        )
+    if integer:
+        if (actions < action_space.low).any() or (actions > action_space.high).any():
+            raise DatasetError(
+                f"{source}: integer actions outside the bounds of env {env_id}'s continuous {action_space}; "
+                "discrete actions need an env with a Discrete action space (--env ENV_ID)"
+            )
+        print(f"offrl: {source}: integer actions read as continuous values of {env_id}'s {action_space}")
+        return {**arrays, "actions": actions.astype(np.float32)}
+    return arrays
 
 
 def load_d4rl_hdf5(

@@ -2,13 +2,15 @@
 
 Resolution, in order:
 
-1. a path ending in `.hdf5` / `.h5`: a D4RL file (`offrl.data.d4rl`). Its stem picks the
-   reward convention and the D4RL reference scores (`hopper-medium-v2.hdf5` or D4RL's own
-   `hopper_medium-v2.hdf5`). D4RL's locomotion envs (gym MuJoCo v2/v3, mujoco-py) are not
+1. a path ending in `.hdf5` / `.h5`: a D4RL file (`offrl.data.d4rl`). A stem that is exactly
+   a D4RL id (`hopper-medium-v2.hdf5` or D4RL's own `hopper_medium-v2.hdf5`) picks the
+   reward convention (unless `d4rl_reward` says otherwise) and the D4RL reference scores.
+   D4RL's locomotion envs (gym MuJoCo v2/v3, mujoco-py) are not
    installable next to gymnasium; their modern equivalents `HalfCheetah-v5`, `Hopper-v5`,
    `Walker2d-v5` have the same observation and action layouts and serve as evaluation envs,
    so normalized scores are close to, not identical with, published D4RL numbers.
-   antmaze and maze2d files get no env unless `env_id` is given.
+   Other files (antmaze, maze2d, your own) get no env unless `env_id` (`--env`) is given;
+   when an env is known the file's shapes are checked against its spaces on loading.
 2. an `offrl/maze2d/...` or `offrl/pointmaze/...` id: a built-in generated maze dataset
    (`offrl.data.pointmaze`, `docs/datasets.md`), built on first use, evaluated in
    `offrl.envs.pointmaze.make_maze2d_env` (fixed target, family 'maze2d', as D4RL's maze2d
@@ -26,9 +28,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 
-from offrl.data import DatasetNotFoundError
-from offrl.data.d4rl import infer_family, load_d4rl_hdf5
+from offrl.data import DatasetError, DatasetNotFoundError
+from offrl.data.d4rl import (
+    apply_reward_convention,
+    check_against_spaces,
+    d4rl_id,
+    describe_convention,
+    infer_family,
+    qlearning_transitions,
+    read_d4rl_arrays,
+    reward_family,
+)
 from offrl.data.minari_loader import HOW_TO_GET, local_minari_ids, minari_ref_scores, minari_transitions, open_minari_dataset
 from offrl.data.transitions import Transitions
 from offrl.envs import make_env
@@ -51,15 +63,16 @@ class DatasetSpec:
     goal_conditioned: bool
 
 
-def load_dataset(name: str, *, env_id: str | None = None) -> tuple[Transitions, DatasetSpec]:
+def load_dataset(name: str, *, env_id: str | None = None, d4rl_reward: str = "auto") -> tuple[Transitions, DatasetSpec]:
     """Load a dataset by path or id and describe its evaluation env (see the module docstring).
 
     `env_id` replaces the evaluation env with `gym.make(env_id)`, for datasets whose env is
-    unknown or to evaluate in a variant; reference scores are kept.
+    unknown or to evaluate in a variant; reference scores are kept. `d4rl_reward` (D4RL
+    files only) is one of `offrl.data.d4rl.REWARD_CONVENTIONS`.
     """
     if Path(name).suffix.lower() in HDF5_SUFFIXES:
-        transitions, spec = _load_hdf5(name)
-    elif name.startswith(BUILTIN_PREFIXES):
+        return _load_hdf5(name, env_id, d4rl_reward)
+    if name.startswith(BUILTIN_PREFIXES):
         transitions, spec = _load_builtin(name)
     else:
         try:
@@ -71,13 +84,15 @@ def load_dataset(name: str, *, env_id: str | None = None) -> tuple[Transitions, 
     return transitions, spec
 
 
-def dataset_family(name: str) -> str:
-    """The `DatasetSpec.family` `load_dataset(name)` would give, without loading anything.
+def dataset_family(name: str, d4rl_reward: str = "auto") -> str:
+    """The `DatasetSpec.family` `load_dataset(name, d4rl_reward=...)` would give, without
+    loading anything.
 
-    Config presets are chosen by family before the data is read.
+    Config presets are chosen by family before the data is read; for a D4RL file the family
+    is that of its reward convention, which the presets' hyperparameters assume.
     """
     if Path(name).suffix.lower() in HDF5_SUFFIXES:
-        return infer_family(Path(name).stem) or "hdf5"
+        return _hdf5_family(name, d4rl_reward)
     if name.startswith(BUILTIN_PREFIXES):
         return "maze2d" if name.startswith("offrl/maze2d/") else "pointmaze"
     return "minari"
@@ -96,17 +111,35 @@ def builtin_dataset_names() -> list[str]:
     return builtin_ids()
 
 
-def _load_hdf5(path: str) -> tuple[Transitions, DatasetSpec]:
-    stem = Path(path).stem
-    family = infer_family(stem)
-    transitions = load_d4rl_hdf5(path, family)
-    ref = d4rl_ref_scores(stem)
-    env_name = next((key for key in D4RL_LOCOMOTION_ENVS if key in stem.lower()), None)
-    env_factory = functools.partial(make_env, D4RL_LOCOMOTION_ENVS[env_name]) if family == "locomotion" and env_name else None
+def _hdf5_family(path: str, d4rl_reward: str) -> str:
+    return reward_family(path, d4rl_reward) or infer_family(path) or "hdf5"
+
+
+def _load_hdf5(path: str, env_id: str | None, d4rl_reward: str) -> tuple[Transitions, DatasetSpec]:
+    official = d4rl_id(path)
+    convention = reward_family(path, d4rl_reward)
+    if env_id is None and official is not None and infer_family(official) == "locomotion":
+        env_id = D4RL_LOCOMOTION_ENVS[official.split("-")[0]]
+    arrays = read_d4rl_arrays(Path(path))
+    if env_id is not None:
+        env = make_env(env_id)
+        try:
+            arrays = check_against_spaces(arrays, env.observation_space, env.action_space, env_id, path)
+        finally:
+            env.close()
+    elif not np.issubdtype(arrays["actions"].dtype, np.floating):
+        raise DatasetError(
+            f"{path}: actions are {arrays['actions'].dtype}, not floats; give the env with --env ENV_ID so they "
+            "are read as its action space says (indices for Discrete, values for Box)"
+        )
+    transitions = apply_reward_convention(qlearning_transitions(arrays, source=path), convention)
+    print(f"offrl: {path}: {describe_convention(convention)} (d4rl_reward={d4rl_reward}; --d4rl-reward "
+          "auto|none|locomotion|antmaze)")
+    ref = d4rl_ref_scores(official) if official is not None else None
     spec = DatasetSpec(
         name=path,
-        family=family or "hdf5",
-        env_factory=env_factory,
+        family=_hdf5_family(path, d4rl_reward),
+        env_factory=functools.partial(make_env, env_id) if env_id is not None else None,
         ref_min_score=None if ref is None else ref[0],
         ref_max_score=None if ref is None else ref[1],
         goal_conditioned=False,

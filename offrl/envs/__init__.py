@@ -96,8 +96,8 @@ def make_eval_vector_env(spec: DatasetSpec | str, num_envs: int, seed: int) -> V
         factory: Callable[..., gym.Env] = functools.partial(make_env, spec)
     elif spec.env_factory is None:
         raise ValueError(
-            f"dataset {spec.name!r} has no known evaluation env; pass a gymnasium id, "
-            "e.g. load_dataset(name, env_id='Hopper-v5')"
+            f"dataset {spec.name!r} has no known evaluation env; give a gymnasium id with --env ENV_ID "
+            "(e.g. --env Hopper-v5; in Python load_dataset(name, env_id='Hopper-v5'))"
         )
     else:
         factory = spec.env_factory

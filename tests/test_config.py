@@ -1,0 +1,99 @@
+"""Config parsing and validation: bad values fail with one line naming the key, before any
+run directory exists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from offrl import config as cfg
+from offrl.cli import main_guard
+from offrl.train import resolve_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import train as train_script  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "raw, value",
+    [("3e-4", 3e-4), ("1e5", 1e5), ("-2.5E+3", -2500.0), (".5", 0.5), ("3", 3), ("1_000", 1000), ("abc", "abc")],
+)
+def test_numbers_parse_as_yaml_1_2(raw, value):
+    parsed = cfg.parse_overrides(["--actor-lr", raw])["actor_lr"]
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_exponent_floats_reach_float_and_int_keys(tmp_path):
+    config = resolve_config({"agent": "iql-ddpg", **cfg.parse_overrides(["--actor-lr", "3e-4", "--steps", "1e3"])})
+    assert config["actor_lr"] == 3e-4 and config["steps"] == 1000 and isinstance(config["steps"], int)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("critic_lr: 1e-3\n")
+    assert resolve_config({"agent": "iql-ddpg", "config": str(preset)})["critic_lr"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-seeds", "0"], "config key 'num_seeds' must be an integer >= 1, got 0"),
+        (["--steps", "-5"], "config key 'steps' must be an integer >= 1, got -5"),
+        (["--steps", "0"], "config key 'steps' must be an integer >= 1, got 0"),
+        (["--hidden_dims", "x"], "config key 'hidden_dims' must be a list of integers >= 1"),
+        (["--hidden_dims", "256,0"], "config key 'hidden_dims' must be a list of integers >= 1"),
+        (["--actor-lr", "0"], "config key 'actor_lr' must be a number > 0, got 0.0"),
+        (["--critic-lr", "-3e-4"], "config key 'critic_lr' must be a number > 0"),
+        (["--value-lr", ".nan"], "config key 'value_lr' must be a number > 0"),
+        (["--batch-size", "0"], "config key 'batch_size' must be an integer >= 1"),
+        (["--eval-interval", "0"], "config key 'eval_interval' must be an integer >= 1 or null"),
+        (["--eval-interval", "often"], "config key 'eval_interval' must be an integer >= 1 or null"),
+        (["--eval-episodes", "0"], "config key 'eval_episodes' must be an integer >= 1"),
+        (["--updates-per-call", "0"], "config key 'updates_per_call' must be an integer >= 1"),
+        (["--seed", "-1"], "config key 'seed' must be an integer >= 0"),
+        (["--discount", "1.5"], "config key 'discount' must be a number in [0, 1]"),
+        (["--expectile", "1"], "config key 'expectile' must be a number strictly between 0 and 1"),
+        (["--eval-squash", "sigmoid"], "config key 'eval_squash' must be one of tanh, clip"),
+        (["--d4rl-reward", "hopper"], "config key 'd4rl_reward' must be one of auto, none, locomotion, antmaze"),
+        (["--wandb.mode", "sometimes"], "config key 'wandb.mode' must be one of"),
+        (["--agent", "fb", "--z-dim", "0"], "config key 'z_dim' must be an integer >= 1"),
+        (["--agent", "fb", "--target-heads", "max"], "config key 'target_heads' must be one of min, mean"),
+        (["--agent", "reinforce", "--env", "CartPole-v1", "--episodes-per-update", "0"],
+         "config key 'episodes_per_update' must be an integer >= 1"),
+    ],
+)
+def test_bad_values_fail_before_any_run_directory(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default run directory is runs/... under the working directory
+    run_dir = tmp_path / "run"
+    argv = argv + ["--run-dir", str(run_dir)] + ([] if "--wandb.mode" in argv else ["--wandb.mode", "disabled"])
+    assert main_guard(lambda: train_script.main(argv)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert message in err
+    assert not run_dir.exists() and not (tmp_path / "runs").exists()
+
+
+def test_hdf5_without_env_names_the_flag_and_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "my-robot.hdf5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as file:
+        file["observations"] = rng.normal(size=(20, 5)).astype(np.float32)
+        file["actions"] = rng.uniform(-1, 1, (20, 2)).astype(np.float32)
+        file["rewards"] = rng.normal(size=20).astype(np.float32)
+        file["terminals"] = np.zeros(20, bool)
+        file["timeouts"] = np.arange(20) % 10 == 9
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", str(path), "--run-dir", str(run_dir), "--wandb.mode", "disabled"]
+    assert main_guard(lambda: train_script.main(argv)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "has no known evaluation env; give one with --env ENV_ID" in err and "\n" not in err
+    assert not run_dir.exists()
+
+
+def test_valid_defaults_pass():
+    for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb"):
+        cfg.validate(resolve_config({"agent": agent}))
+    cfg.validate(resolve_config({"agent": "reinforce", "env": "CartPole-v1"}))
+    cfg.validate(resolve_config({"agent": "sr", "env": "x"}))
