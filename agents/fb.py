@@ -60,12 +60,25 @@ Which observation dims each network sees (tuples of indices; None: the whole obs
 * `eval_goal_dims`: where the goal sits in an *evaluation* observation (pointmaze-v1:
   the last two dims, goal x, y). When set, `sample_actions` called without a z reads the goal there and
   acts with z = B(goal) for each row (zero-shot goal reaching in the shared evaluation);
-  when None it uses the stored `z`. `with_task(z)` stores z and sets it to None, so a
+  when None, `eval_task` decides (below). `with_task(z)` stores z and sets it to None, so a
   task given explicitly overrides the episodes' goals. It must have as many dims as
   `goal_dims`, and the values must be in the same coordinates as the `goal_dims` ones
   (so observation normalisation, which rescales dims separately, should stay off).
 
-The batch's rewards are never read: training is reward-free whatever the dataset holds.
+The task `sample_actions` acts on without a z and without `eval_goal_dims` (`eval_task`):
+
+* "rewards" (default): the dataset's own reward, z_r = E_rho[r B(s')] on the sphere. The
+  agent keeps `reward_z`, an exponential moving average (decay `reward_z_decay`) of the
+  batch means of r_i B(s'_i), B being the online B of the update; `reward_task_z()`
+  projects it. This is `infer_z_from_rewards` on the next observations, uncentred (what
+  `scripts/evaluate.py --reward dataset` computes), estimated along training, so the
+  training loop's evaluation of a reward-labelled dataset (D4RL maze2d, Minari) scores
+  the zero-shot policy for the dataset's task instead of an arbitrary z. Reward-free data
+  (all rewards 0) leaves it at 0.
+* "stored": the stored `z`, zeros unless set with `with_task`.
+
+`with_task(z)` switches to "stored". The rewards never reach the losses: F, B and the
+actor are trained reward-free whatever the dataset holds; they only feed `reward_z`.
 """
 
 from __future__ import annotations
@@ -103,7 +116,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "discrete_actions": None,  # number of actions for the discrete (greedy) variant
     "goal_dims": None,  # indices of the observation B sees; None: all of it
     "policy_dims": None,  # indices of the observation F and the actor see; None: all of it
-    "eval_goal_dims": None,  # where sample_actions (no z) reads the goal; None: use the stored z
+    "eval_goal_dims": None,  # where sample_actions (no z) reads the goal; None: act on eval_task
+    "eval_task": "rewards",  # no z, no eval_goal_dims: "rewards" (dataset reward's z, reward_z) or "stored" (z)
+    "reward_z_decay": 0.99,  # EMA decay of reward_z over batches: about 1 / (1 - decay) batches averaged
     "exploration_epsilon": 0.2,  # discrete variant, non-deterministic sample_actions
     "target_action": "target",  # discrete variant: greedy next action from the "target" or "online" F
     "target_heads": "min",  # "min" or "mean" of the twin target heads
@@ -111,7 +126,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "bilinear_rank": 512,  # width of the elementwise product in the bilinear F
 }
 
-CHOICES = {"target_action": ("target", "online"), "target_heads": ("min", "mean"), "forward_arch": ("concat", "bilinear")}
+CHOICES = {
+    "target_action": ("target", "online"),
+    "target_heads": ("min", "mean"),
+    "forward_arch": ("concat", "bilinear"),
+    "eval_task": ("rewards", "stored"),
+}
 
 Batch = dict[str, jax.Array]
 
@@ -304,8 +324,9 @@ def greedy_actions(F: jax.Array, z: jax.Array) -> jax.Array:
 
 
 class FBAgent(flax.struct.PyTreeNode):
-    """F, B (with Polyak targets) and, for continuous actions, the actor; `z` is the task
-    `sample_actions` uses when called without one."""
+    """F, B (with Polyak targets) and, for continuous actions, the actor; the task
+    `sample_actions` uses when called without one is `reward_task_z()` or the stored `z`
+    (`eval_task`, module docstring)."""
 
     rng: jax.Array
     forward: TrainState
@@ -313,7 +334,8 @@ class FBAgent(flax.struct.PyTreeNode):
     target_forward_params: Any
     target_backward_params: Any
     actor: TrainState | None
-    z: jax.Array  # zeros until with_task: set a task before evaluating
+    z: jax.Array  # zeros until with_task
+    reward_z: jax.Array  # EMA of batch means of r B(s'), unnormalised: the dataset-reward task
     config: Any = flax.struct.field(pytree_node=False)
 
     @classmethod
@@ -324,6 +346,8 @@ class FBAgent(flax.struct.PyTreeNode):
         for name, choices in CHOICES.items():
             if config[name] not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {config[name]!r}")
+        if not 0.0 <= float(config["reward_z_decay"]) < 1.0:
+            raise ValueError(f"reward_z_decay must be in [0, 1), got {config['reward_z_decay']!r}")
         if config["target_action"] == "online" and not config["discrete_actions"]:
             raise ValueError("target_action='online' is for the discrete variant; continuous next actions come from the actor")
         if config["eval_goal_dims"] is not None:
@@ -364,6 +388,7 @@ class FBAgent(flax.struct.PyTreeNode):
             target_backward_params=backward_params,
             actor=actor,
             z=jnp.zeros((d,)),
+            reward_z=jnp.zeros((d,)),
             config=config,
         )
 
@@ -424,7 +449,10 @@ class FBAgent(flax.struct.PyTreeNode):
         reduce_heads = jnp.mean if self.config["target_heads"] == "mean" else jnp.min
         return reduce_heads(jnp.einsum("kid,jd->kij", target_F, target_B), axis=0)
 
-    def fb_loss(self, forward_params: Any, backward_params: Any, batch: Batch, z: jax.Array, target_M: jax.Array) -> tuple[jax.Array, dict]:
+    def fb_loss(
+        self, forward_params: Any, backward_params: Any, batch: Batch, z: jax.Array, target_M: jax.Array
+    ) -> tuple[jax.Array, tuple[dict, jax.Array]]:
+        """The loss and (logged metrics, B(s') of the batch)."""
         F = self.forward_values(batch["observations"], z, batch["actions"], params=forward_params)
         if self.config["discrete_actions"]:
             actions = batch["actions"][:, 0].astype(jnp.int32)
@@ -434,7 +462,7 @@ class FBAgent(flax.struct.PyTreeNode):
         fb, fb_info = measure_loss(F, B, target_M, discounts)
         orth, orth_info = orthonormality_loss(B)
         loss = fb + self.config["ortho_coef"] * orth
-        return loss, {"fb_loss": fb, "orth_loss": orth, **fb_info, **orth_info}
+        return loss, ({"fb_loss": fb, "orth_loss": orth, **fb_info, **orth_info}, B)
 
     def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         actions = self._policy_actions(observations, z, key, params=actor_params)
@@ -445,10 +473,15 @@ class FBAgent(flax.struct.PyTreeNode):
         rng, z_key, target_key, actor_key = jax.random.split(self.rng, 4)
         z = self._training_z(z_key, batch["observations"])
         target_M = jax.lax.stop_gradient(self._target_measure(batch, z, target_key))
-        grads, info = jax.grad(self.fb_loss, argnums=(0, 1), has_aux=True)(
+        grads, (info, B) = jax.grad(self.fb_loss, argnums=(0, 1), has_aux=True)(
             self.forward.params, self.backward.params, batch, z, target_M
         )
+        # Rewards are received at s' (r(s, a, s')) and B is trained on s', as in
+        # infer_z_from_rewards on next observations; no centring, as its default.
+        batch_reward_z = jnp.mean(batch["rewards"].reshape(-1, 1) * jax.lax.stop_gradient(B), axis=0)
+        decay = self.config["reward_z_decay"]
         agent = self.replace(
+            reward_z=decay * self.reward_z + (1.0 - decay) * batch_reward_z,
             rng=rng,
             forward=self.forward.apply_gradients(grads=grads[0]),
             backward=self.backward.apply_gradients(grads=grads[1]),
@@ -470,12 +503,17 @@ class FBAgent(flax.struct.PyTreeNode):
     def with_task(self, z: jax.Array) -> FBAgent:
         """Fix the task for `sample_actions` calls that pass no z (shared evaluation).
 
-        Per-row goal inference (`eval_goal_dims`) is switched off: otherwise a pointmaze
-        agent would silently keep acting on each episode's observed goal instead of z."""
+        Per-row goal inference (`eval_goal_dims`) and the dataset-reward task are switched
+        off: otherwise the agent would silently keep acting on each episode's observed goal
+        or on the dataset's reward instead of z."""
         return self.replace(
             z=jnp.asarray(z, jnp.float32).reshape(self.z.shape),
-            config=self.config.copy({"eval_goal_dims": None}),
+            config=self.config.copy({"eval_goal_dims": None, "eval_task": "stored"}),
         )
+
+    def reward_task_z(self) -> jax.Array:
+        """The dataset-reward task's z: `reward_z` on the sphere (zeros before any update)."""
+        return project_to_sphere(self.reward_z, math.sqrt(self.config["z_dim"]))
 
     def q_values(self, observations: jax.Array, z: jax.Array) -> jax.Array:
         """min_k F_k(s, a, z)^T z for every action: [..., A] (discrete variant only)."""
@@ -502,10 +540,12 @@ class FBAgent(flax.struct.PyTreeNode):
         Continuous: tanh(mu(s, z)), plus the training noise unless deterministic.
 
         Without z: z = B(goal) of each row's own goal when `eval_goal_dims` is set, else
-        the stored `z` (`with_task`)."""
+        the dataset-reward task (`eval_task` "rewards") or the stored `z` ("stored")."""
         if z is None and self.config["eval_goal_dims"] is not None:
             z = self.eval_goal_z(observations)
-        z = self.z if z is None else jnp.asarray(z, jnp.float32)
+        if z is None:
+            z = self.reward_task_z() if self.config["eval_task"] == "rewards" else self.z
+        z = jnp.asarray(z, jnp.float32)
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
         if self.config["discrete_actions"]:
             greedy = jnp.argmax(self.q_values(observations, z), axis=-1).astype(jnp.int32)

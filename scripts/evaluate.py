@@ -6,7 +6,10 @@ RUN_DIR_OR_CHECKPOINT is a run directory (its latest checkpoint, or the best wit
 or a checkpoint directory RUN_DIR/checkpoints/{latest,best}/STEP. Prints the metrics;
 --json writes them (return_mean, return_std, normalized_score, success_rate, episodes, ...).
 
-FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the `z` used):
+FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the `z` used).
+Without --goal or --reward, FB acts as in the training loop's evaluation: z = B(observed goal)
+per episode (pointmaze-v1, eval_goal_dims), else its eval_task: by default the dataset-reward
+task estimated during training (agents/fb.py, reward_task_z), which approximates --reward dataset.
   --goal=X,Y          act with z = B(goal) for this fixed goal, given in B's input
                       coordinates (the goal_dims of an observation; mazes: x,y). It
                       replaces the per-episode z = B(observed goal) of pointmaze-v1 runs.

@@ -52,16 +52,19 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id,
     agent = state.agent
     assert step == 200 and agent.config["eval_goal_dims"] == (4, 5)
 
-    # Training never reads rewards: an update on a batch whose rewards are NaN is finite and
-    # identical to one on the same batch with other rewards.
+    # Training is reward-free: an update on a batch whose rewards are NaN is finite and gives
+    # the same networks as one on the same batch with other rewards; the rewards only feed
+    # the dataset-reward task estimate (reward_z), which eval_goal_dims makes unused here.
     batch = experiment.transitions[np.arange(64)].as_dict()
     batch = {name: jnp.asarray(value) for name, value in batch.items()}
     update = jax.jit(FBAgent.update)
     nan_agent, nan_info = update(agent, {**batch, "rewards": jnp.full_like(batch["rewards"], jnp.nan)})
     other_agent, other_info = update(agent, {**batch, "rewards": jnp.ones_like(batch["rewards"])})
     assert all(np.isfinite(float(value)) for value in nan_info.values())
-    for a, b in zip(jax.tree_util.tree_leaves(nan_agent), jax.tree_util.tree_leaves(other_agent)):
+    networks = lambda a: a.replace(reward_z=jnp.zeros_like(a.reward_z))  # noqa: E731
+    for a, b in zip(jax.tree_util.tree_leaves(networks(nan_agent)), jax.tree_util.tree_leaves(networks(other_agent))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.all(np.isnan(nan_agent.reward_z)) and not np.allclose(other_agent.reward_z, agent.reward_z)
 
     # The evaluation policy (jitted, as the loop calls it) takes z = B(goal) per row:
     # observations that differ only in the goal get different actions, and the actions
