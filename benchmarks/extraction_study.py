@@ -1,6 +1,6 @@
 """The policy-extraction study: IQL-AWR vs IQL-DDPG vs IQL-dAWR across action coverage.
 
-One IQL critic recipe, three extractions, built-in pointmaze datasets whose generator adds
+One IQL critic recipe, three extractions, built-in maze2d datasets whose generator adds
 Gaussian noise of std `noise` to the planner's actions (0: nearly deterministic controller
 actions, 0.5: the D4RL maze2d setting, 1.0: dense coverage of the action box). Runs go
 through the sweep machinery (`configs/sweeps/policy_extraction.yaml` with its grid
@@ -28,7 +28,7 @@ actions.png (dataset actions vs each policy's, the reference figure) and awr_std
     python benchmarks/extraction_study.py --quick     # umaze, noise 0 and 0.5, 2 seeds: < 10 min on 2 CPU cores
     python benchmarks/extraction_study.py             # umaze/medium/large x noise 0, 0.5, 1 x 3 seeds
 
-The full study is 27 runs of 3 vmapped seeds at the pointmaze preset (20k updates,
+The full study is 27 runs of 3 vmapped seeds at the maze2d preset (20k updates,
 256x256) on the default-size datasets (1M/2M/4M steps, 9 of them to generate): about
 1.5 h of dataset generation plus about 5 h of training on 2 CPU cores; on one GPU the
 training takes minutes per run and dataset generation (CPU, MuJoCo) dominates.
@@ -56,7 +56,7 @@ from scipy.spatial import cKDTree
 from offrl import checkpoint as ckpt
 from offrl import sweep as sw
 from offrl.cli import main_guard
-from offrl.data.pointmaze import pointmaze_dataset_id
+from offrl.data.pointmaze import maze2d_dataset_id
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import summarize_episodes
 from offrl.train import LoopState, evaluate_seeds, restore_run, stack_states
@@ -101,7 +101,7 @@ class StudySettings:
         )
 
     def dataset_id(self, maze: str, noise: float) -> str:
-        return pointmaze_dataset_id(maze, noise, self.dataset_steps)
+        return maze2d_dataset_id(maze, noise, self.dataset_steps)
 
 
 def study_sweep(settings: StudySettings) -> dict[str, Any]:
@@ -318,7 +318,7 @@ def plot_score_vs_coverage(cells: list[dict[str, Any]], mazes: tuple[str, ...]) 
             if method == "iql-ddpg":
                 axis.errorbar(noises, [c["clip_score"] for c in rows], yerr=[c["clip_score_std"] for c in rows],
                               marker="x", capsize=3, linestyle="--", label="iql-ddpg (clip at eval)")
-        axis.set_title(f"pointmaze {maze}")
+        axis.set_title(f"maze2d {maze}")
         axis.set_xlabel("dataset action noise (coverage)")
         axis.set_ylabel("normalized score")
         axis.grid(alpha=0.3)
@@ -341,7 +341,7 @@ def plot_actions(results: list[dict[str, Any]], maze: str, noise: float) -> Figu
         axis.set_xlim(-1.1, 1.1)
         axis.set_ylim(-1.1, 1.1)
         axis.set_aspect("equal")
-    figure.suptitle(f"pointmaze {maze}, action noise {noise:g}: actions at dataset states (seed 0)")
+    figure.suptitle(f"maze2d {maze}, action noise {noise:g}: actions at dataset states (seed 0)")
     figure.tight_layout()
     return figure
 

@@ -40,7 +40,8 @@ def run_episodes(
 
     Sub-environments that finish early keep stepping (the vector env resets them), but
     nothing after their first episode is counted. Success is whether the env ever
-    reported `success`/`is_success` during the episode.
+    reported `success`/`is_success` during the episode; `success_steps` is the step count
+    at which it first did (-1 if never): the steps to the goal.
 
     Besides the per-episode results, every counted step is returned as a transition
     (observations, actions, rewards, next_observations, terminals, episode_ends, env_ids),
@@ -52,6 +53,7 @@ def run_episodes(
     returns = np.zeros(num_envs)
     lengths = np.zeros(num_envs, dtype=np.int64)
     successes = np.zeros(num_envs, dtype=bool)
+    success_steps = np.full(num_envs, -1, dtype=np.int64)
     active = np.ones(num_envs, dtype=bool)
     steps: dict[str, list[np.ndarray]] = {
         name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
@@ -68,7 +70,9 @@ def run_episodes(
         lengths += active
         for name in ("success", "is_success"):
             if name in infos:
-                successes |= active & np.asarray(infos[name], dtype=bool)
+                first = active & ~successes & np.asarray(infos[name], dtype=bool)
+                success_steps[first] = lengths[first]
+                successes |= first
         # With NEXT_STEP autoreset the observation returned on a final step is still the
         # episode's last state, not the next episode's first.
         steps["next_observations"].append(np.asarray(observations)[active])
@@ -81,6 +85,7 @@ def run_episodes(
         "returns": returns,
         "lengths": lengths,
         "successes": successes,
+        "success_steps": success_steps,
         **{name: np.concatenate(values) for name, values in steps.items()},
     }
 
@@ -96,6 +101,9 @@ def summarize_episodes(
         "episodes": int(len(returns)),
         "success_rate": float(episodes["successes"].mean()),
     }
+    reached = episodes["success_steps"][episodes["successes"]] if "success_steps" in episodes else np.array([])
+    if len(reached):
+        metrics["steps_to_goal"] = float(reached.mean())  # over the episodes that reached it
     normalized = normalize(returns) if normalize is not None else None
     if normalized is not None:
         normalized = np.asarray(normalized)

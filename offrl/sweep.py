@@ -380,16 +380,16 @@ def format_table(results: list[RunResult], keys: list[str], metric: str) -> str:
 
 
 def prepare_datasets(specs: list[RunSpec], sets: dict[str, str], workers: int) -> None:
-    """Build missing built-in pointmaze datasets before any run starts.
+    """Build missing built-in maze datasets before any run starts, several at once.
 
-    train.py builds them on first use, but two workers starting on the same missing
-    dataset would both build it into the same directory.
+    train.py builds them on first use (and concurrent builds of one id wait for each
+    other), but building first keeps the runs' timings free of the build.
     """
-    from offrl.data.pointmaze import parse_pointmaze_id, pointmaze_dataset_exists
+    from offrl.data.pointmaze import maze_dataset_exists, parse_maze_id
 
     ids = {str(sets.get("dataset", spec.params.get("dataset"))) for spec in specs
            if not (spec.run_dir / "summary.json").is_file()}
-    missing = sorted(i for i in ids if parse_pointmaze_id(i) is not None and not pointmaze_dataset_exists(i))
+    missing = sorted(i for i in ids if parse_maze_id(i) is not None and not maze_dataset_exists(i))
     if not missing:
         return
     print(f"sweep: building {len(missing)} dataset(s) first: {', '.join(missing)}", flush=True)

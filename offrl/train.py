@@ -154,7 +154,7 @@ def score_of(result: dict[str, float]) -> float:
 def aggregate_over_seeds(summaries: list[dict[str, Any]]) -> dict[str, float]:
     """Mean over seeds of each final metric, and its spread across seeds (`<name>_seed_std`)."""
     out: dict[str, float] = {}
-    for name in ("return_mean", "normalized_score", "success_rate", "length_mean"):
+    for name in ("return_mean", "normalized_score", "success_rate", "length_mean", "steps_to_goal"):
         values = [summary[name] for summary in summaries if summary.get(name) is not None]
         if values:
             out[name] = float(np.mean(values))
@@ -212,7 +212,7 @@ def evaluate_state(
 
 
 def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: int) -> list[dict[str, np.ndarray]]:
-    per_env = ("returns", "lengths", "successes")
+    per_env = ("returns", "lengths", "successes", "success_steps")
     out = []
     for index in range(num_seeds):
         envs = slice(index * per_seed, (index + 1) * per_seed)

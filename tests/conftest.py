@@ -1,4 +1,4 @@
-"""Shared test setup: an isolated Minari store, no wandb, one small pointmaze dataset."""
+"""Shared test setup: an isolated Minari store, no wandb, small built-in maze datasets."""
 
 from __future__ import annotations
 
@@ -27,9 +27,19 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def small_umaze_id(isolated_environment) -> str:
-    """A 5000-step umaze dataset, built once per session into the temp store."""
-    from offrl.data.pointmaze import ensure_pointmaze_dataset, pointmaze_dataset_id
+    """A 5000-step maze2d umaze dataset (fixed target), built once per session into the temp store."""
+    from offrl.data.pointmaze import ensure_maze_dataset, maze2d_dataset_id
+
+    dataset_id = maze2d_dataset_id("umaze", steps=SMALL_UMAZE_STEPS)
+    ensure_maze_dataset(dataset_id, progress=False)
+    return dataset_id
+
+
+@pytest.fixture(scope="session")
+def small_pointmaze_id(isolated_environment) -> str:
+    """A 5000-step goal-conditioned pointmaze umaze dataset (v1), built once per session."""
+    from offrl.data.pointmaze import ensure_maze_dataset, pointmaze_dataset_id
 
     dataset_id = pointmaze_dataset_id("umaze", steps=SMALL_UMAZE_STEPS)
-    ensure_pointmaze_dataset(dataset_id)
+    ensure_maze_dataset(dataset_id, progress=False)
     return dataset_id

@@ -44,6 +44,6 @@ def test_extraction_study_narrows_the_sweep_file():
     assert sweep["program"] == "scripts/train.py"
     assert sweep["parameters"]["agent"]["values"] == list(extraction_study.METHODS)
     assert sweep["parameters"]["dataset"]["values"] == [
-        "offrl/pointmaze/umaze-noise0p0-steps100000-v0", "offrl/pointmaze/umaze-noise1p0-steps100000-v0"]
+        "offrl/maze2d/umaze-noise0p0-steps100000-v0", "offrl/maze2d/umaze-noise1p0-steps100000-v0"]
     sets = extraction_study.study_sets(settings)
     assert sets["num_seeds"] == "2" and sets["eval_interval"] == sets["steps"]

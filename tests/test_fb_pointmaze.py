@@ -29,16 +29,18 @@ TINY_FB = {
 
 
 def test_preset_sets_pointmaze_dims():
-    config = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v0"})
-    assert list(config["policy_dims"]) == [4, 5, 6, 7]
+    config = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1"})
+    assert list(config["policy_dims"]) == [0, 1, 2, 3]  # x, y, vx, vy
     assert len(config["goal_dims"]) == len(config["eval_goal_dims"]) == 2
-    assert list(config["eval_goal_dims"]) == [2, 3]  # desired_goal
+    assert list(config["eval_goal_dims"]) == [4, 5]  # the goal
     assert not config["normalize_observations"]  # eval goal and B's input must share coordinates
+    maze2d = resolve_config({"agent": "fb", "dataset": "offrl/maze2d/umaze-v0"})
+    assert list(maze2d["goal_dims"]) == [0, 1] and maze2d["policy_dims"] is None and maze2d["eval_goal_dims"] is None
 
 
-def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_umaze_id, tmp_path):
+def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id, tmp_path):
     run_dir = tmp_path / "fb"
-    summary = run(resolve_config({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
+    summary = run(resolve_config({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
     for field in ("return_mean", "success_rate", "normalized_score", "episodes", "steps", "updates_per_second", "wall_seconds"):
         assert field in summary, field
     assert summary["steps"] == 200 and summary["episodes"] == 2
@@ -48,7 +50,7 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_umaze_id, tmp
 
     state, experiment, step = restore_run(run_dir)
     agent = state.agent
-    assert step == 200 and agent.config["eval_goal_dims"] == (2, 3)
+    assert step == 200 and agent.config["eval_goal_dims"] == (4, 5)
 
     # Training never reads rewards: an update on a batch whose rewards are NaN is finite and
     # identical to one on the same batch with other rewards.
@@ -61,38 +63,37 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_umaze_id, tmp
     for a, b in zip(jax.tree_util.tree_leaves(nan_agent), jax.tree_util.tree_leaves(other_agent)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-    # The evaluation policy (jitted, as the loop calls it) takes z = B(desired_goal) per row:
-    # observations that differ only in desired_goal get different actions, and the actions
+    # The evaluation policy (jitted, as the loop calls it) takes z = B(goal) per row:
+    # observations that differ only in the goal get different actions, and the actions
     # match acting with that z explicitly.
     from offrl.evaluation import make_policy
 
     policy = make_policy(agent, state.obs_mean, state.obs_std, deterministic=True)
     observation = np.asarray(batch["observations"][0])
     observations = np.stack([observation] * 3)
-    observations[0, 2:4] = [1.0, 1.0]
-    observations[1, 2:4] = [-1.0, -1.0]
-    observations[2, 2:4] = [-1.0, -1.0]
-    observations[2, 0:2] += 0.5  # achieved_goal is not read by the policy (policy_dims: the state only)
+    observations[0, 4:6] = [1.0, 1.0]
+    observations[1, 4:6] = [-1.0, -1.0]
+    observations[2, 4:6] = [-1.0, -1.0]
     actions = np.asarray(policy(jnp.asarray(observations), jax.random.PRNGKey(0)))
     assert actions.shape == (3, 2)
     assert not np.allclose(actions[0], actions[1], atol=1e-5)
-    np.testing.assert_allclose(actions[1], actions[2], atol=1e-6)
+    np.testing.assert_allclose(actions[1], actions[2], atol=1e-6)  # deterministic per observation
     z = agent.eval_goal_z(jnp.asarray(observations))
     np.testing.assert_allclose(np.linalg.norm(z, axis=-1), np.sqrt(agent.config["z_dim"]), rtol=1e-5)
     explicit = agent.sample_actions(jnp.asarray(observations[:1]), None, True, z=z[0])
     np.testing.assert_allclose(actions[0], np.asarray(explicit)[0], atol=1e-5)
     # The goal z is B of the goal position: B(s) of a state at that position gives the same z.
     at_goal = observations[:1].copy()
-    at_goal[0, 4:6] = [1.0, 1.0]
+    at_goal[0, 0:2] = [1.0, 1.0]
     np.testing.assert_allclose(z[0], agent.backward_values(jnp.asarray(at_goal))[0], atol=1e-5)
 
 
 def test_dims_from_the_command_line_and_validation():
-    batch = {"observations": jnp.zeros((2, 8)), "actions": jnp.zeros((2, 2))}
+    batch = {"observations": jnp.zeros((2, 6)), "actions": jnp.zeros((2, 2))}
     small = {"z_dim": 4, "hidden_dim": 8, "feature_dim": 8, "backward_hidden_dim": 8}
-    overrides = cfg.parse_overrides(["--policy_dims", "4,5,6,7", "--goal_dims", "4,5", "--eval_goal_dims=2,3"])
+    overrides = cfg.parse_overrides(["--policy_dims", "0,1,2,3", "--goal_dims", "0,1", "--eval_goal_dims=4,5"])
     agent = FBAgent.create({**small, **overrides}, batch, jax.random.PRNGKey(0))
-    assert agent.config["policy_dims"] == (4, 5, 6, 7)
-    assert agent.config["goal_dims"] == (4, 5) and agent.config["eval_goal_dims"] == (2, 3)
+    assert agent.config["policy_dims"] == (0, 1, 2, 3)
+    assert agent.config["goal_dims"] == (0, 1) and agent.config["eval_goal_dims"] == (4, 5)
     with pytest.raises(ValueError, match="eval_goal_dims"):
-        FBAgent.create({**small, "goal_dims": [4, 5], "eval_goal_dims": [2]}, batch, jax.random.PRNGKey(0))
+        FBAgent.create({**small, "goal_dims": [0, 1], "eval_goal_dims": [4]}, batch, jax.random.PRNGKey(0))

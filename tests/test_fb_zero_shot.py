@@ -14,7 +14,7 @@ import pytest
 
 from agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
 from offrl.cli import main_guard
-from offrl.envs.pointmaze import EVAL_TASKS, make_pointmaze_env, maze_geometry
+from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry
 from offrl.train import resolve_config, restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -29,8 +29,8 @@ import numpy as np
 
 def near_top_left(observations):
     # numpy only (in-place writes fail on jax arrays): the script must pass numpy rows.
-    assert isinstance(observations, np.ndarray) and observations.shape == (1000, 8), observations.shape
-    distance = np.linalg.norm(observations[:, 4:6] - np.array([-1.0, 1.0]), axis=1)
+    assert isinstance(observations, np.ndarray) and observations.shape == (1000, 6), observations.shape
+    distance = np.linalg.norm(observations[:, 0:2] - np.array([-1.0, 1.0]), axis=1)
     rewards = np.zeros(len(observations))
     rewards[distance < 0.5] = 1.0
     return rewards
@@ -38,9 +38,9 @@ def near_top_left(observations):
 
 
 @pytest.fixture(scope="module")
-def fb_run(small_umaze_id, tmp_path_factory) -> Path:
+def fb_run(small_pointmaze_id, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("fb_zero_shot") / "fb"
-    run(resolve_config({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
+    run(resolve_config({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
     return run_dir
 
 
@@ -50,8 +50,8 @@ def evaluate(run_dir: Path, out: Path, *options: str) -> dict:
 
 
 def observation_at(x: float, y: float) -> np.ndarray:
-    observation = np.zeros(8, np.float32)
-    observation[[0, 4]], observation[[1, 5]] = x, y  # achieved_goal and the ball's position
+    observation = np.zeros(6, np.float32)
+    observation[0], observation[1] = x, y  # the ball's position
     return observation
 
 
@@ -67,9 +67,9 @@ def test_goal_option_and_value_map(fb_run, tmp_path):
     assert not np.allclose(report["z"], infer_z_from_goal(agent, observation_at(1.0, -1.0)), atol=1e-3)
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # The fixed z replaces the per-episode z = B(desired_goal) the pointmaze agent uses by default.
+    # The fixed z replaces the per-episode z = B(goal) the pointmaze agent uses by default.
     observations = np.stack([observation_at(0.5, -1.0)] * 2)
-    observations[:, 2:4] = [[1.0, -1.0], [1.0, 1.0]]  # desired goals, ignored under --goal
+    observations[:, 4:6] = [[1.0, -1.0], [1.0, 1.0]]  # the observed goals, ignored under --goal
     task_agent = agent.with_task(jnp.asarray(report["z"]))
     fixed = np.asarray(task_agent.sample_actions(jnp.asarray(observations), None, True))
     explicit = np.asarray(agent.sample_actions(jnp.asarray(observations), None, True, z=expected))
@@ -81,15 +81,19 @@ def test_goal_option_and_value_map(fb_run, tmp_path):
 def test_value_landscape_masks_exactly_the_walls(fb_run):
     state, experiment, _ = restore_run(fb_run)
     agent = state.agent
-    maze = maze_geometry(experiment.spec.env_factory, seed=0)
+    # The run's evaluation env cycles through five tasks (no single goal); one goal cell:
+    task = MAZES["umaze"]
+    with pytest.raises(ValueError, match="no single goal cell"):
+        pointmaze_value_map(agent, maze_geometry(experiment.spec.env_factory, seed=0))
+    env_factory = functools.partial(make_pointmaze_env, "umaze", goal_cell=task.target_cell)
+    maze = maze_geometry(env_factory, seed=0)
     values, extent, z, goal_xy = pointmaze_value_map(agent, maze, obs_mean=state.obs_mean, obs_std=state.obs_std)
 
-    task = EVAL_TASKS["umaze"]
     walls = np.array(task.maze_map) == 1
     rows, cols = walls.shape
-    goal_row, goal_col = task.eval_goal_cell
+    goal_row, goal_col = task.target_cell
     np.testing.assert_allclose(goal_xy, [goal_col + 0.5 - cols / 2, rows / 2 - goal_row - 0.5])
-    np.testing.assert_allclose(maze.cell_center(task.eval_goal_cell), goal_xy)
+    np.testing.assert_allclose(maze.cell_center(task.target_cell), goal_xy)
     # Another goal cell moves the evaluation goal there.
     moved = maze_geometry(functools.partial(make_pointmaze_env, "umaze", goal_cell=(3, 3)))
     np.testing.assert_allclose(moved.goal_xy, maze.cell_center((3, 3)))
@@ -107,11 +111,11 @@ def test_value_landscape_masks_exactly_the_walls(fb_run):
     # One free grid point by hand: min over F heads of F(s, pi_z(s), z)^T z at zero velocity.
     i, j = per_cell + 2, 2 * per_cell + 3  # inside cell (1, 2)
     x, y = extent[0] + (j + 0.5) / per_cell, extent[3] - (i + 0.5) / per_cell
-    env = experiment.spec.env_factory()
+    env = env_factory()
     reset, _ = env.reset(seed=0)
     env.close()
     observation = observation_at(x, y)
-    observation[2:4] = reset["desired_goal"]
+    observation[4:6] = reset[4:6]  # the goal, which F and the actor do not read
     s, zs = jnp.asarray(observation[None]), jnp.asarray(z)[None]
     F = agent.forward_values(s, zs, agent.actor_mean(s, zs))
     np.testing.assert_allclose(values[i, j], float(jnp.min(jnp.einsum("kid,id->ki", F, zs))), rtol=1e-4, atol=1e-4)

@@ -1,6 +1,6 @@
-"""Each IQL extraction learns on a small built-in umaze dataset (fixed seeds, CPU budget).
+"""Each IQL extraction learns on a small built-in maze2d umaze dataset (fixed seeds, CPU budget).
 
-Measured at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes):
+Measured on the retired pointmaze-v0 data at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes):
 awr success 1.00 / normalized 36, dawr 1.00 / 33, ddpg 0.83 / 19; a uniform random policy
 reaches the goal in 16% of episodes and scores 0 by definition of the normalization.
 """
@@ -16,10 +16,10 @@ RANDOM_SUCCESS_RATE = 0.16
 
 @pytest.fixture(scope="module")
 def umaze_100k_id(isolated_environment) -> str:
-    from offrl.data.pointmaze import ensure_pointmaze_dataset, pointmaze_dataset_id
+    from offrl.data.pointmaze import ensure_maze_dataset, maze2d_dataset_id
 
-    dataset_id = pointmaze_dataset_id("umaze", steps=100_000)
-    ensure_pointmaze_dataset(dataset_id)
+    dataset_id = maze2d_dataset_id("umaze", steps=100_000)
+    ensure_maze_dataset(dataset_id, progress=False)
     return dataset_id
 
 

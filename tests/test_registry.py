@@ -103,12 +103,23 @@ def test_minari_without_reference_scores(store):
 
 def test_unknown_name_lists_what_exists(store):
     record_umaze("test/umaze-v0", episodes=1)
-    for name in ("no/such-dataset-v0", "offrl/pointmaze/nowhere-v0"):
+    for name in ("no/such-dataset-v0", "offrl/pointmaze/nowhere-v1", "offrl/maze2d/umaze-v1"):
         with pytest.raises(DatasetNotFoundError) as error:
             load_dataset(name)
         message = str(error.value)
-        assert name in message and "test/umaze-v0" in message and "offrl/pointmaze/umaze-v0" in message
+        assert name in message and "test/umaze-v0" in message
+        assert "offrl/maze2d/umaze-v0" in message and "offrl/pointmaze/umaze-v1" in message
         assert "minari download" in message and ".hdf5" in message
+
+
+def test_retired_pointmaze_ids_name_their_replacements_in_one_line(store):
+    for maze in ("umaze", "medium", "large"):
+        for name in (f"offrl/pointmaze/{maze}-v0", f"offrl/pointmaze/{maze}-noise1p0-steps5000-v0"):
+            with pytest.raises(DatasetNotFoundError) as error:
+                load_dataset(name)
+            message = str(error.value)
+            assert "\n" not in message and name in message
+            assert f"offrl/maze2d/{maze}-v0" in message and f"offrl/pointmaze/{maze}-v1" in message
     with pytest.raises(FileNotFoundError, match="missing.hdf5"):
         load_dataset("missing.hdf5")
 
@@ -145,7 +156,10 @@ def test_vector_env_seeding_is_reproducible():
 
 
 def test_dataset_family_without_loading():
-    assert dataset_family("offrl/pointmaze/umaze-v0") == "pointmaze"
+    assert dataset_family("offrl/maze2d/umaze-v0") == "maze2d"
+    assert dataset_family("offrl/maze2d/large-dense-v0") == "maze2d"
+    assert dataset_family("offrl/pointmaze/umaze-v1") == "pointmaze"
+    assert dataset_family("/data/maze2d-umaze-v1.hdf5") == "maze2d"  # D4RL's files: the same task, the same presets
     assert dataset_family("/data/antmaze-umaze-v2.hdf5") == "antmaze"
     assert dataset_family("/data/thing.h5") == "hdf5"
     assert dataset_family("D4RL/door/human-v2") == "minari"

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 HOW_TO_GET = (
     "Get it with `minari download {id}` on a machine with internet access (then copy the store "
     "directory, $MINARI_DATASETS_PATH or ~/.minari/datasets, here), or build a built-in dataset "
-    "with `python scripts/make_dataset.py offrl/pointmaze/umaze-v0`."
+    "with `python scripts/make_dataset.py offrl/maze2d/umaze-v0`."
 )
 CACHE_FILE = "offrl_transitions.npz"
 CACHE_VERSION = 1  # bump when the row layout produced by read_minari_transitions changes
@@ -74,7 +74,7 @@ def minari_transitions(dataset: minari.MinariDataset) -> Transitions:
     """The dataset's rows, from a cache beside the store's files when it is current.
 
     Reading a Minari HDF5 store costs a few HDF5 object reads per episode (about 0.3 ms each),
-    which for datasets of many short episodes (the built-in pointmaze ones average ~80 steps)
+    which for datasets of many short episodes (the built-in goal-conditioned pointmaze ones average ~80 steps)
     adds up to tens of seconds, so the flat arrays are saved once as `offrl_transitions.npz`
     in the dataset's directory (next to `data/`, where Minari does not look) and reused while
     the episode file's size and modification time are unchanged. A store that cannot be

@@ -1,43 +1,52 @@
-"""Built-in pointmaze datasets, generated locally the way D4RL maze2d / Minari pointmaze were.
+"""Built-in maze datasets, generated locally the way D4RL maze2d was (`docs/datasets.md`).
 
-A point mass moves through a gymnasium-robotics PointMaze that never resets: the task is
-continuing and, whenever the goal is reached, the env draws a new random goal cell (with
-position noise) and the ball carries on from where it is. A grid planner (value
-iteration on the maze's cells) turns each new goal into a path of waypoints (cell
-centres, the goal itself last) and a PD controller,
-`action = 10 * (waypoint - position) - 1 * velocity`, follows it; Gaussian noise
-(std 0.5 by default) is added to every action before clipping to [-1, 1], which is what
-gives the data its action coverage.
+One generator serves both families. A point mass moves through a gymnasium-robotics
+PointMaze that is never reset: whenever it reaches the goal it is heading for, the env
+draws a new random goal cell (with +-0.25 position noise) and the ball carries on from
+where it is, as in D4RL's maze2d generator. A grid planner (value iteration on the maze's
+cells) turns each goal into a path of waypoints (cell centres, the goal itself last) and a
+PD controller, `action = 10 * (waypoint - position) - 1 * velocity`, follows it; Gaussian
+noise (std 0.5 by default) is added to every action before clipping to [-1, 1], which is
+what gives the data its action coverage (several behaviour modes per state). A goal not
+reached within the maze's episode length is replaced by a new one (D4RL has no such rule;
+it keeps a stuck controller from filling the data).
 
-Episodes. As in Minari's `D4RL/pointmaze` datasets an episode ends when its goal is
-reached; as in D4RL's maze2d generation it also ends when the goal has not been reached
-within the maze's D4RL episode length (300 / 600 / 800 steps), and a new goal is drawn.
-Both ends are stored as `truncations` (nothing terminates; the ball is never reset), so
-every episode pursues one goal and its `desired_goal` is constant, including in its first
-and last observation. (Minari's collector starts each episode from the previous one's
-last observation, whose desired_goal is still the old goal; here the first observation
-of an episode carries the goal the agent is actually pursuing.)
+The stream of `steps` transitions is then labelled as one of two tasks:
 
-Rewards are sparse (1 within 0.45 of the desired goal). Data ids and settings:
-`offrl/pointmaze/umaze-v0` is the default (noise 0.5, 1M steps; medium 2M, large 4M);
-other settings get their own id, e.g. `offrl/pointmaze/umaze-noise1p0-v0` or
-`offrl/pointmaze/umaze-noise0p25-steps5000-v0` (Minari ids allow no '.', so the noise's
-decimal point is written 'p'; `noise1.0` is accepted too and names the same dataset).
-An id is stored under its canonical form, so `umaze-noise0.5-v0` is `umaze-v0`. The same
-id and seed give byte-identical arrays.
+* `offrl/maze2d/<maze>[-dense]-v0` (D4RL maze2d): observation (x, y, vx, vy); the reward is
+  computed for the maze's one fixed target (`MazeInfo.target_cell`, its exact centre) at
+  every step, sparse 1{d <= 0.45} or dense exp(-d), d the distance after the step; no
+  terminals; the stream is cut into chunks of the evaluation length (300 / 600 / 800) that
+  end in a timeout (truncation) and keep the true next observation.
+* `offrl/pointmaze/<maze>-v1` (goal-conditioned): observation (x, y, vx, vy, goal_x, goal_y),
+  the goal being the one the controller is heading for; each goal is one task: reward 1
+  and a terminal on the step that reaches it (d <= 0.45), 0 before; the next task's goal
+  appears from the following row on. Chunk ends and abandoned goals are truncations.
 
-Reference scores (`ref_min_score`, `ref_max_score` in the metadata, so
-`minari.get_normalized_score` works) are the mean returns over 100 episodes of the
-evaluation task (see `offrl.envs.pointmaze`) of a uniform random policy and of the
-noiseless planner + controller; the evaluation env's spec is stored as `eval_env`.
+Ids: `offrl/maze2d/umaze-v0` (noise 0.5, 1M steps; medium 2M, large 4M), other settings
+as e.g. `offrl/maze2d/umaze-dense-noise1p0-steps5000-v0` or `offrl/pointmaze/large-noise0p0-v1`
+(Minari ids allow no '.', so the noise's decimal point is written 'p'; `noise1.0` names the
+same dataset). An id is stored under its canonical form; the same id and seed give
+byte-identical arrays. The old `offrl/pointmaze/<maze>-v0` ids are refused with the new ids.
+
+Builds are safe to start from several processes at once: a build holds an exclusive lock
+(`<dataset dir>.lock`), writes into a hidden directory of the store and renames it into
+place when complete, so a dataset directory is either absent or whole. A process that
+finds the lock held waits for it and then loads the finished dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import math
+import os
 import re
 import shutil
+import warnings
+from pathlib import Path
+from typing import Iterator
 
 import gymnasium as gym
 import minari
@@ -47,43 +56,47 @@ from minari.storage.datasets_root_dir import get_dataset_path
 from tqdm import tqdm
 
 from offrl.data.minari_loader import transitions_from_episodes, write_transitions_cache
-from offrl.envs.pointmaze import EVAL_TASKS, make_pointmaze_env
+from offrl.envs.pointmaze import (
+    GOAL_RADIUS,
+    MAZES,
+    MazeInfo,
+    dense_reward,
+    make_maze2d_env,
+    make_pointmaze_env,
+    maze_info,
+    sparse_reward,
+)
 from offrl.envs.robotics import gymnasium_robotics
+from offrl.envs.scores import MAZE2D_REF_EPISODES, MAZE2D_REF_SEED, maze2d_ref_scores
 
 Maze = gymnasium_robotics.envs.maze.maze_v4.Maze
 
-NAMESPACE = "offrl/pointmaze"
+MAZE2D = "offrl/maze2d"
+POINTMAZE = "offrl/pointmaze"
+FAMILIES = {"maze2d": (MAZE2D, "v0"), "pointmaze": (POINTMAZE, "v1")}
 DEFAULT_NOISE = 0.5
-GOAL_RADIUS = 0.45  # gymnasium-robotics' success distance
-EVAL_EPISODES = 100
+DEFAULT_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
 P_GAIN = 10.0
 D_GAIN = 1.0
 WAYPOINT_THRESHOLD = 0.1
+BUILD_DIR = ".offrl-build"  # hidden: Minari's listing skips it
 
 
 @dataclasses.dataclass(frozen=True)
-class MazeInfo:
-    env_id: str
-    default_steps: int
-    eval_episode_steps: int
-
-
-MAZES: dict[str, MazeInfo] = {
-    "umaze": MazeInfo(EVAL_TASKS["umaze"].env_id, 1_000_000, EVAL_TASKS["umaze"].episode_steps),
-    "medium": MazeInfo(EVAL_TASKS["medium"].env_id, 2_000_000, EVAL_TASKS["medium"].episode_steps),
-    "large": MazeInfo(EVAL_TASKS["large"].env_id, 4_000_000, EVAL_TASKS["large"].episode_steps),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class PointMazeSettings:
+class MazeDatasetSettings:
+    family: str  # 'maze2d' | 'pointmaze'
     maze: str
     noise: float
     steps: int
+    dense: bool = False  # maze2d only
 
     @property
     def dataset_id(self) -> str:
-        return pointmaze_dataset_id(self.maze, self.noise, self.steps)
+        return maze_dataset_id(self.family, self.maze, self.noise, self.steps, self.dense)
+
+    @property
+    def info(self) -> MazeInfo:
+        return MAZES[self.maze]
 
 
 def _format_noise(noise: float) -> str:
@@ -91,51 +104,99 @@ def _format_noise(noise: float) -> str:
     return (text + "0" if text.endswith(".") else text).replace(".", "p")
 
 
-def pointmaze_dataset_id(maze: str, noise: float = DEFAULT_NOISE, steps: int | None = None) -> str:
-    """The canonical id: default settings are left out, so the defaults are `{maze}-v0`."""
+def maze_dataset_id(
+    family: str, maze: str, noise: float = DEFAULT_NOISE, steps: int | None = None, dense: bool = False
+) -> str:
+    """The canonical id: default settings are left out, so the defaults are `offrl/maze2d/{maze}-v0`
+    and `offrl/pointmaze/{maze}-v1`."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown maze dataset family {family!r}; valid families: {sorted(FAMILIES)}")
     if maze not in MAZES:
         raise ValueError(f"unknown maze {maze!r}; valid mazes: {sorted(MAZES)}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    name = maze
+    if dense and family != "maze2d":
+        raise ValueError("only the maze2d family has a dense variant")
+    namespace, version = FAMILIES[family]
+    name = maze + ("-dense" if dense else "")
     if _format_noise(noise) != _format_noise(DEFAULT_NOISE):
         name += f"-noise{_format_noise(noise)}"
-    if steps is not None and steps != MAZES[maze].default_steps:
+    if steps is not None and steps != DEFAULT_STEPS[maze]:
         name += f"-steps{steps}"
-    return f"{NAMESPACE}/{name}-v0"
+    return f"{namespace}/{name}-{version}"
 
 
-_ID_PATTERN = re.compile(
-    rf"^{re.escape(NAMESPACE)}/(?P<maze>{'|'.join(MAZES)})"
-    r"(?:-noise(?P<noise>\d+(?:[.p]\d+)?))?(?:-steps(?P<steps>\d+))?-v0$"
-)
+def maze2d_dataset_id(maze: str, noise: float = DEFAULT_NOISE, steps: int | None = None, dense: bool = False) -> str:
+    return maze_dataset_id("maze2d", maze, noise, steps, dense)
 
 
-def parse_pointmaze_id(dataset_id: str) -> PointMazeSettings | None:
-    """The settings an id asks for, or None when it is not a pointmaze id."""
-    match = _ID_PATTERN.match(dataset_id)
-    if match is None:
+def pointmaze_dataset_id(maze: str, noise: float = DEFAULT_NOISE, steps: int | None = None) -> str:
+    return maze_dataset_id("pointmaze", maze, noise, steps)
+
+
+_SETTINGS = r"(?:-noise(?P<noise>\d+(?:[.p]\d+)?))?(?:-steps(?P<steps>\d+))?"
+_MAZE = rf"(?P<maze>{'|'.join(MAZES)})"
+_PATTERNS = {
+    "maze2d": re.compile(rf"^{re.escape(MAZE2D)}/{_MAZE}(?P<dense>-dense)?{_SETTINGS}-v0$"),
+    "pointmaze": re.compile(rf"^{re.escape(POINTMAZE)}/{_MAZE}{_SETTINGS}-v1$"),
+}
+_OLD_POINTMAZE = re.compile(rf"^{re.escape(POINTMAZE)}/{_MAZE}.*-v0$")
+
+
+def is_builtin_id(dataset_id: str) -> bool:
+    """Whether an id is in a built-in namespace (it may still be malformed)."""
+    return dataset_id.startswith((MAZE2D + "/", POINTMAZE + "/"))
+
+
+def parse_maze_id(dataset_id: str) -> MazeDatasetSettings | None:
+    """The settings an id asks for, or None when it is not a built-in maze id."""
+    for family, pattern in _PATTERNS.items():
+        match = pattern.match(dataset_id)
+        if match is None:
+            continue
+        maze = match["maze"]
+        noise = float(match["noise"].replace("p", ".")) if match["noise"] is not None else DEFAULT_NOISE
+        steps = int(match["steps"]) if match["steps"] is not None else DEFAULT_STEPS[maze]
+        if steps < 1:
+            return None
+        return MazeDatasetSettings(family, maze, noise, steps, dense=bool(match.groupdict().get("dense")))
+    return None
+
+
+def builtin_ids() -> list[str]:
+    """The default id of every maze and family (the dense maze2d variants included)."""
+    return [
+        *(maze2d_dataset_id(maze) for maze in MAZES),
+        *(maze2d_dataset_id(maze, dense=True) for maze in MAZES),
+        *(pointmaze_dataset_id(maze) for maze in MAZES),
+    ]
+
+
+def retired_id_message(dataset_id: str) -> str | None:
+    """The error for an old `offrl/pointmaze/<maze>-v0` id, naming its replacements; None for other ids."""
+    old = _OLD_POINTMAZE.match(dataset_id)
+    if old is None:
         return None
-    maze = match["maze"]
-    noise = float(match["noise"].replace("p", ".")) if match["noise"] is not None else DEFAULT_NOISE
-    steps = int(match["steps"]) if match["steps"] is not None else MAZES[maze].default_steps
-    if steps < 1:
-        return None
-    return PointMazeSettings(maze=maze, noise=noise, steps=steps)
+    maze = old["maze"]
+    return (
+        f"{dataset_id!r} is a retired id (its data ended episodes at the goal but was scored on reach-and-stay); "
+        f"use {maze2d_dataset_id(maze)} (fixed target, not observed: D4RL maze2d) or "
+        f"{pointmaze_dataset_id(maze)} (goal-conditioned), see docs/datasets.md"
+    )
 
 
-def resolve_pointmaze_id(dataset_id: str) -> PointMazeSettings:
-    """Like `parse_pointmaze_id`, but an unknown id is an error naming the valid ones."""
-    settings = parse_pointmaze_id(dataset_id)
-    if settings is None:
-        valid = ", ".join(pointmaze_dataset_id(maze) for maze in MAZES)
-        raise ValueError(
-            f"unknown pointmaze dataset {dataset_id!r}. Built-in datasets: {valid}; "
-            f"other settings as e.g. {NAMESPACE}/umaze-noise1p0-v0 or {NAMESPACE}/umaze-noise0p25-steps5000-v0"
-        )
-    return settings
+def resolve_maze_id(dataset_id: str) -> MazeDatasetSettings:
+    """Like `parse_maze_id`, but an unknown id is a one-line error naming the valid ones."""
+    settings = parse_maze_id(dataset_id)
+    if settings is not None:
+        return settings
+    raise ValueError(
+        retired_id_message(dataset_id)
+        or f"unknown built-in dataset {dataset_id!r}. Built-in datasets: {', '.join(builtin_ids())}; "
+        f"other settings as e.g. {MAZE2D}/umaze-noise1p0-v0 or {POINTMAZE}/umaze-noise0p25-steps5000-v1"
+    )
 
 
 class MazePlanner:
@@ -197,9 +258,9 @@ class MazePlanner:
 class WaypointController:
     """D4RL's PD controller over the planner's waypoints.
 
-    When the desired goal changes it plans from the ball's cell; it then steers to the
-    centre of the next cell on the path, moves on once within `WAYPOINT_THRESHOLD` of it,
-    and steers at the exact goal position on the goal's own cell.
+    When the goal changes it plans from the ball's cell; it then steers to the centre of
+    the next cell on the path, moves on once within `WAYPOINT_THRESHOLD` of it, and steers
+    at the exact goal position on the goal's own cell (so it stays there once arrived).
     """
 
     def __init__(self, maze: Maze, planner: MazePlanner):
@@ -227,7 +288,7 @@ class WaypointController:
         self.target = self.goal if cell == self.goal_cell else self.centre_of(cell)
 
     def action(self, observation: np.ndarray, goal: np.ndarray) -> tuple[float, float]:
-        """The noiseless, unclipped PD action; `observation` is (x, y, vx, vy)."""
+        """The noiseless, unclipped PD action; `observation` starts with (x, y, vx, vy)."""
         x, y, vx, vy = float(observation[0]), float(observation[1]), float(observation[2]), float(observation[3])
         gx, gy = float(goal[0]), float(goal[1])
         if (gx, gy) != self.goal:
@@ -238,9 +299,9 @@ class WaypointController:
             self._aim_at(self.planner.next_cell(self.target_cell, self.goal_cell))
         return (P_GAIN * (self.target[0] - x) - D_GAIN * vx, P_GAIN * (self.target[1] - y) - D_GAIN * vy)
 
-    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """A gymnasium policy on dict observations: the clipped noiseless action."""
-        return np.clip(np.asarray(self.action(obs["observation"], obs["desired_goal"]), np.float32), -1.0, 1.0)
+    def clipped(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """The noiseless action clipped to the action space, as a float32 array."""
+        return np.clip(np.asarray(self.action(observation, goal), np.float32), -1.0, 1.0)
 
 
 def controller_for(env: gym.Env) -> WaypointController:
@@ -263,192 +324,311 @@ class Rollout:
     observation: np.ndarray  # (steps + 1, 4): x, y, vx, vy
     desired_goal: np.ndarray  # (steps + 1, 2): the goal being pursued at that state
     actions: np.ndarray  # (steps, 2) float32
-    rewards: np.ndarray  # (steps,)
-    episode_ends: np.ndarray  # (steps,) bool: last step of an episode (goal reached or time limit)
-    goals_reached: int
+    reached: np.ndarray  # (steps,) bool: step t ends within GOAL_RADIUS of desired_goal[t]
+    abandoned: np.ndarray  # (steps,) bool: desired_goal[t] was replaced after step t unreached
 
-    def episodes(self) -> list[EpisodeBuffer]:
-        """Minari episode buffers; each episode's last observation keeps the episode's goal."""
-        ends = np.flatnonzero(self.episode_ends)
-        if len(ends) == 0 or ends[-1] != len(self.actions) - 1:
-            ends = np.append(ends, len(self.actions) - 1)
-        buffers = []
-        start = 0
-        for episode_id, end in enumerate(ends.tolist()):
-            states = slice(start, end + 2)
-            desired_goal = self.desired_goal[states].copy()
-            desired_goal[-1] = desired_goal[-2]
-            length = end + 1 - start
-            truncations = np.zeros(length, dtype=bool)
-            truncations[-1] = True
-            buffers.append(
-                EpisodeBuffer(
-                    id=episode_id,
-                    observations={
-                        "achieved_goal": self.observation[states, :2].copy(),
-                        "desired_goal": desired_goal,
-                        "observation": self.observation[states].copy(),
-                    },
-                    actions=self.actions[start : end + 1],
-                    rewards=self.rewards[start : end + 1],
-                    terminations=np.zeros(length, dtype=bool),
-                    truncations=truncations,
-                    infos={},
-                )
-            )
-            start = end + 1
-        return buffers
+    @property
+    def steps(self) -> int:
+        return len(self.actions)
 
 
-def collect_rollout(settings: PointMazeSettings, seed: int = 0, progress: bool = False) -> Rollout:
-    """Drive the noisy controller through the continuing maze for `settings.steps` steps.
+def collect_rollout(maze: str, noise: float, steps: int, seed: int = 0, progress: bool = False) -> Rollout:
+    """Drive the noisy controller through the continuing maze for `steps` steps.
 
-    Steps the unwrapped env (the registered wrappers only add checks and a time limit we
-    apply ourselves), and draws action noise from a generator seeded apart from the env's
-    own goal/reset randomness, so one seed fixes every array.
+    Steps the unwrapped env (the registered wrappers only add checks and a time limit the
+    stream has none of), and draws action noise from a generator seeded apart from the
+    env's own goal randomness, so one seed fixes every array.
     """
-    info = MAZES[settings.maze]
-    env = make_pointmaze_env(settings.maze, eval=False).unwrapped
+    info = maze_info(maze)
+    env = gym.make(info.env_id, continuing_task=True, reset_target=True).unwrapped
     controller = controller_for(env)
     noise_rng = np.random.default_rng(seed)
-    steps = settings.steps
     observation = np.empty((steps + 1, 4))
     desired_goal = np.empty((steps + 1, 2))
     actions = np.empty((steps, 2), dtype=np.float32)
-    rewards = np.empty(steps)
-    episode_ends = np.zeros(steps, dtype=bool)
-    goals_reached = 0
+    reached = np.zeros(steps, dtype=bool)
+    abandoned = np.zeros(steps, dtype=bool)
 
     obs, _ = env.reset(seed=seed)
     observation[0] = obs["observation"]
     desired_goal[0] = env.goal
-    episode_length = 0
+    since_goal = 0
     chunk = 10_000
-    bar = tqdm(total=steps, desc=f"collecting {settings.dataset_id}", unit="step", disable=not progress, mininterval=1.0)
+    bar = tqdm(total=steps, desc=f"collecting {maze} (noise {noise:g})", unit="step", disable=not progress, mininterval=1.0)
     for chunk_start in range(0, steps, chunk):
         chunk_steps = min(chunk, steps - chunk_start)
-        noise = settings.noise * noise_rng.standard_normal((chunk_steps, 2))
+        chunk_noise = noise * noise_rng.standard_normal((chunk_steps, 2))
         for k in range(chunk_steps):
             t = chunk_start + k
             ax, ay = controller.action(observation[t], desired_goal[t])
-            action = np.clip(np.array((ax + noise[k, 0], ay + noise[k, 1]), dtype=np.float32), -1.0, 1.0)
-            obs, reward, _, _, step_info = env.step(action)
+            action = np.clip(np.array((ax + chunk_noise[k, 0], ay + chunk_noise[k, 1]), dtype=np.float32), -1.0, 1.0)
+            obs, _, _, _, step_info = env.step(action)
             actions[t] = action
-            rewards[t] = reward
             observation[t + 1] = obs["observation"]
-            episode_length += 1
+            since_goal += 1
             if step_info["success"]:
-                goals_reached += 1
-                episode_ends[t] = True  # the env has already drawn the next goal
-            elif episode_length >= info.eval_episode_steps:
-                episode_ends[t] = True
+                reached[t] = True  # the env has already drawn the next goal
+            elif since_goal >= info.episode_steps:
+                abandoned[t] = True
                 _draw_new_goal(env, obs["achieved_goal"])
-            if episode_ends[t]:
-                episode_length = 0
+            if reached[t] or abandoned[t]:
+                since_goal = 0
             desired_goal[t + 1] = env.goal
         bar.update(chunk_steps)
     bar.close()
     env.close()
-    return Rollout(observation, desired_goal, actions, rewards, episode_ends, goals_reached)
+    return Rollout(observation, desired_goal, actions, reached, abandoned)
 
 
-def evaluate_policy(maze: str, policy: str, episodes: int = EVAL_EPISODES, seed: int = 0) -> np.ndarray:
-    """Returns of `policy` ("random" or "controller") over episodes of the evaluation task.
+def chunk_ends(steps: int, chunk: int) -> np.ndarray:
+    """(steps,) bool: the last step of every `chunk`-step piece of the stream, and the last step."""
+    ends = np.zeros(steps, dtype=bool)
+    ends[chunk - 1 :: chunk] = True
+    ends[-1] = True
+    return ends
 
-    Steps the unwrapped evaluation env for its D4RL episode length, which is what the
-    registered TimeLimit would do, at a fraction of the wrapper overhead.
-    """
-    env = make_pointmaze_env(maze, eval=True)
-    length = env.spec.max_episode_steps
-    env = env.unwrapped
+
+def maze2d_rewards(next_positions: np.ndarray, maze: str, dense: bool) -> np.ndarray:
+    """The maze2d reward of transitions ending at `next_positions` (x, y): the labelling the
+    datasets use and the evaluation env computes."""
+    target = MAZES[maze].cell_center(MAZES[maze].target_cell)
+    return dense_reward(next_positions, target) if dense else sparse_reward(next_positions, target)
+
+
+def maze2d_episodes(rollout: Rollout, maze: str, dense: bool) -> list[EpisodeBuffer]:
+    """The stream cut into chunks of the evaluation length, each ending in a timeout."""
+    rewards = maze2d_rewards(rollout.observation[1:, :2], maze, dense)
+    ends = np.flatnonzero(chunk_ends(rollout.steps, MAZES[maze].episode_steps))
+    buffers, start = [], 0
+    for episode_id, end in enumerate(ends.tolist()):
+        length = end + 1 - start
+        truncations = np.zeros(length, dtype=bool)
+        truncations[-1] = True
+        buffers.append(
+            EpisodeBuffer(
+                id=episode_id,
+                observations=rollout.observation[start : end + 2].copy(),
+                actions=rollout.actions[start : end + 1],
+                rewards=rewards[start : end + 1],
+                terminations=np.zeros(length, dtype=bool),
+                truncations=truncations,
+                infos={},
+            )
+        )
+        start = end + 1
+    return buffers
+
+
+def pointmaze_episodes(rollout: Rollout, maze: str) -> list[EpisodeBuffer]:
+    """One episode per goal pursuit: a terminal (reward 1) where the goal is reached, a
+    truncation where the goal is abandoned or a chunk of the evaluation length ends."""
+    truncated = rollout.abandoned | chunk_ends(rollout.steps, MAZES[maze].episode_steps)
+    ends = np.flatnonzero(rollout.reached | truncated)
+    buffers, start = [], 0
+    for episode_id, end in enumerate(ends.tolist()):
+        length = end + 1 - start
+        goal = rollout.desired_goal[start]
+        observations = np.concatenate([rollout.observation[start : end + 2], np.broadcast_to(goal, (length + 1, 2))], axis=1)
+        terminations = np.zeros(length, dtype=bool)
+        truncations = np.zeros(length, dtype=bool)
+        terminations[-1] = rollout.reached[end]
+        truncations[-1] = not rollout.reached[end]
+        buffers.append(
+            EpisodeBuffer(
+                id=episode_id,
+                observations=observations,
+                actions=rollout.actions[start : end + 1],
+                rewards=rollout.reached[start : end + 1].astype(np.float64),
+                terminations=terminations,
+                truncations=truncations,
+                infos={},
+            )
+        )
+        start = end + 1
+    return buffers
+
+
+def reference_returns(maze: str, policy: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED) -> dict[str, np.ndarray]:
+    """Sparse and dense maze2d returns of `policy` ("random": uniform actions, or "controller":
+    the noiseless controller heading for the target) over the evaluation env's episodes
+    reset with seeds seed, seed + 1, ... (a training run with seed k evaluates from seeds
+    10_000 + k + j, the same start states). Both rewards come from one trajectory: they
+    are functions of the position."""
+    env = make_maze2d_env(maze)
     controller = controller_for(env)
-    rng = np.random.default_rng(seed)
-    returns = np.zeros(episodes)
-    obs, _ = env.reset(seed=seed)
-    for episode in range(episodes):
-        if episode:
-            obs, _ = env.reset()
-        controller.reset()
-        for _ in range(length):
-            if policy == "random":
-                action = rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
-            else:
-                action = controller(obs)
-            obs, reward, _, _, _ = env.step(action)
-            returns[episode] += reward
-    env.close()
+    target = MAZES[maze].cell_center(MAZES[maze].target_cell)
+    returns = {"sparse": np.zeros(episodes), "dense": np.zeros(episodes)}
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            controller.reset()
+            rng = np.random.default_rng(seed + episode)
+            done = False
+            while not done:
+                if policy == "random":
+                    action = rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+                elif policy == "controller":
+                    action = controller.clipped(obs, target)
+                else:
+                    raise ValueError(f"unknown reference policy {policy!r}; use 'random' or 'controller'")
+                obs, reward, terminated, truncated, _ = env.step(action)
+                returns["sparse"][episode] += reward
+                returns["dense"][episode] += float(dense_reward(obs[:2], target))
+                done = terminated or truncated
+    finally:
+        env.close()
     return returns
 
 
-def build_pointmaze_dataset(dataset_id: str, seed: int = 0, progress: bool = True) -> minari.MinariDataset:
-    """Generate the dataset an id names and write it to the local Minari store (under its canonical id)."""
-    settings = resolve_pointmaze_id(dataset_id)
-    dataset_id = settings.dataset_id
-    path = get_dataset_path(dataset_id)
-    if path.exists():
-        if pointmaze_dataset_exists(dataset_id):
-            raise FileExistsError(f"{dataset_id} already exists at {path}")
-        # A build killed before Minari wrote its metadata leaves a directory that cannot be
-        # loaded; the data is ours to regenerate (same id and seed, same arrays).
-        raise FileExistsError(
-            f"{path} holds an incomplete build of {dataset_id} (no data/metadata.json, e.g. the build was killed); "
-            "delete that directory and run again to rebuild it"
-        )
-    rollout = collect_rollout(settings, seed=seed, progress=progress)
-    random_return = float(evaluate_policy(settings.maze, "random", seed=seed).mean())
-    controller_return = float(evaluate_policy(settings.maze, "controller", seed=seed).mean())
-    collection_env = make_pointmaze_env(settings.maze, eval=False)
-    eval_env = make_pointmaze_env(settings.maze, eval=True)
-    episodes = rollout.episodes()
-    if progress:
-        print(f"writing {len(episodes)} episodes ({rollout.goals_reached} goals reached) to {get_dataset_path(dataset_id)}")
+def measure_maze2d_ref_scores(maze: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED) -> dict[str, tuple[float, float]]:
+    """{'sparse': (random mean, controller mean), 'dense': (...)}: the numbers
+    `offrl.envs.scores.MAZE2D_REF_SCORES` holds (`scripts/reference_scores.py` prints them)."""
+    random, expert = reference_returns(maze, "random", episodes, seed), reference_returns(maze, "controller", episodes, seed)
+    return {kind: (float(random[kind].mean()), float(expert[kind].mean())) for kind in ("sparse", "dense")}
+
+
+def ref_scores(settings: MazeDatasetSettings) -> tuple[float, float]:
+    """maze2d: the measured random / controller returns; pointmaze v1: (0, 1), so the
+    normalized score is 100 x the success rate (the return is 1 at success, else 0)."""
+    if settings.family == "pointmaze":
+        return (0.0, 1.0)
+    return maze2d_ref_scores(settings.maze, settings.dense)
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path) -> Iterator[None]:
+    """Minari writes new datasets under $MINARI_DATASETS_PATH: point it at `root` meanwhile."""
+    saved = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id=dataset_id,
-            buffer=episodes,
-            env=collection_env,
-            eval_env=eval_env.spec,
-            algorithm_name="QIteration+PD",
-            author="offrl",
-            author_email="offrl@localhost",
-            code_permalink="offrl/data/pointmaze.py",
-            ref_min_score=random_return,
-            ref_max_score=controller_return,
-            num_episodes_average_score=EVAL_EPISODES,
-            description=(
-                f"{settings.maze} PointMaze ({MAZES[settings.maze].env_id}), continuing with a new random goal "
-                f"whenever one is reached; grid-planner waypoints followed by a PD controller with Gaussian "
-                f"action noise std {settings.noise}; {settings.steps} steps, seed {seed}. Episodes end (truncation) "
-                f"at each reached goal or after {MAZES[settings.maze].eval_episode_steps} steps without it. "
-                f"Reference scores: mean returns of a uniform random policy and of the noiseless controller "
-                f"over {EVAL_EPISODES} episodes of the fixed-goal evaluation env."
-            ),
-        )
-    except BaseException:
-        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-        raise
+        yield
     finally:
-        collection_env.close()
-        eval_env.close()
-    dataset.storage.update_metadata({"seed": seed, "goals_reached": rollout.goals_reached, "noise": settings.noise})
-    # The episodes are still in memory: cache the flat rows now, so the first load does not
-    # have to read thousands of short episodes back from HDF5.
-    transitions = transitions_from_episodes(
-        episodes, dataset.observation_space, dataset.action_space, dataset_id, str(get_dataset_path(dataset_id))
-    )
-    write_transitions_cache(dataset, transitions)
-    return dataset
+        if saved is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = saved
 
 
-def pointmaze_dataset_exists(dataset_id: str) -> bool:
-    canonical = resolve_pointmaze_id(dataset_id).dataset_id
+def _build_root(dataset_id: str) -> Path:
+    """Where builds of `dataset_id` write before the rename (one directory per process)."""
+    return get_dataset_path() / BUILD_DIR / dataset_id.replace("/", "+")
+
+
+def _write_dataset(settings: MazeDatasetSettings, seed: int, progress: bool) -> None:
+    """Generate the dataset and move it into the store. The caller holds the lock."""
+    dataset_id = settings.dataset_id
+    final_path = get_dataset_path(dataset_id)
+    build_root = _build_root(dataset_id)
+    # Anything here is left by a killed build: no other build of this id runs while we hold the lock.
+    shutil.rmtree(build_root, ignore_errors=True)
+    if final_path.exists():
+        if progress:
+            print(f"removing an incomplete dataset directory {final_path} (no data/metadata.json)")
+        shutil.rmtree(final_path)
+    rollout = collect_rollout(settings.maze, settings.noise, settings.steps, seed=seed, progress=progress)
+    info = settings.info
+    if settings.family == "maze2d":
+        episodes = maze2d_episodes(rollout, settings.maze, settings.dense)
+        space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+        target = info.target_cell
+        description = (
+            f"D4RL maze2d semantics on {info.env_id}: observation (x, y, vx, vy); "
+            f"{'dense exp(-d)' if settings.dense else f'sparse 1(d <= {GOAL_RADIUS})'} reward for the fixed target at "
+            f"the centre of cell {target}, never observed; no terminals; chunks of {info.episode_steps} steps ending in "
+            f"a timeout. Evaluation: return over {info.episode_steps} steps from random starts, target fixed (reach and stay)."
+        )
+    else:
+        episodes = pointmaze_episodes(rollout, settings.maze)
+        space = gym.spaces.Box(-np.inf, np.inf, (6,), np.float64)
+        description = (
+            f"Goal-conditioned on {info.env_id}: observation (x, y, vx, vy, goal_x, goal_y); reward 1 and a terminal on "
+            f"the step that reaches the goal (d <= {GOAL_RADIUS}); truncations at abandoned goals and every "
+            f"{info.episode_steps} steps. Evaluation: success rate on the (start, goal) cells {list(info.tasks)}."
+        )
+    ref_min, ref_max = ref_scores(settings)
+    if progress:
+        print(f"writing {len(episodes)} episodes ({int(rollout.reached.sum())} goals reached) of {dataset_id}", flush=True)
+    build_root.mkdir(parents=True)
+    try:
+        with _minari_root(build_root), warnings.catch_warnings():
+            # Minari warns that no env spec is recorded: the eval envs are offrl's
+            # (`offrl.envs.pointmaze`), found through the dataset id, not through Minari.
+            warnings.filterwarnings("ignore", message=".*(env_spec|eval_env).*", category=UserWarning)
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=episodes,
+                observation_space=space,
+                action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                algorithm_name="QIteration+PD",
+                author="offrl",
+                author_email="offrl@localhost",
+                code_permalink="offrl/data/pointmaze.py",
+                description=(
+                    f"{description} Data: grid-planner waypoints followed by a PD controller with Gaussian action "
+                    f"noise std {settings.noise}, wandering between random goals without resets; {settings.steps} "
+                    f"steps, seed {seed}. See docs/datasets.md."
+                ),
+            )
+            # Minari records reference scores only with an eval env; stored here so that
+            # `minari.get_normalized_score` works on these datasets too.
+            dataset.storage.update_metadata(
+                {
+                    "ref_min_score": ref_min,
+                    "ref_max_score": ref_max,
+                    "num_episodes_average_score": MAZE2D_REF_EPISODES,
+                    "seed": seed,
+                    "goals_reached": int(rollout.reached.sum()),
+                    "noise": settings.noise,
+                    "family": settings.family,
+                }
+            )
+            # The episodes are still in memory: cache the flat rows now, so the first load does
+            # not have to read thousands of short episodes back from HDF5.
+            transitions = transitions_from_episodes(
+                episodes, dataset.observation_space, dataset.action_space, dataset_id, str(build_root)
+            )
+            write_transitions_cache(dataset, transitions)
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(build_root / dataset_id, final_path)  # atomic: the dataset appears whole
+    finally:
+        shutil.rmtree(build_root, ignore_errors=True)
+
+
+def maze_dataset_exists(dataset_id: str) -> bool:
+    canonical = resolve_maze_id(dataset_id).dataset_id
     return (get_dataset_path(canonical) / "data" / "metadata.json").exists()
 
 
-def ensure_pointmaze_dataset(dataset_id: str) -> minari.MinariDataset:
-    """Load the dataset from the local store, building it on first use."""
-    dataset_id = resolve_pointmaze_id(dataset_id).dataset_id
-    if pointmaze_dataset_exists(dataset_id):
-        return minari.load_dataset(dataset_id)
-    print(f"building {dataset_id} (first use) into {get_dataset_path(dataset_id)}")
-    return build_pointmaze_dataset(dataset_id)
+@contextlib.contextmanager
+def build_lock(dataset_id: str, notice: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of `dataset_id`'s builds (`<dataset dir>.lock`), waiting with a
+    one-line notice if another process holds it. fcntl locks die with their process, so a
+    killed build never leaves a stale lock behind."""
+    path = get_dataset_path(dataset_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if notice:
+                print(f"waiting for another process that is building {dataset_id} (lock {lock_path})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_maze_dataset(dataset_id: str, seed: int = 0, progress: bool = True) -> minari.MinariDataset:
+    """Load a built-in dataset from the local store, building it first if it is not there
+    (under its canonical id). Concurrent callers build it once; the others wait for it."""
+    settings = resolve_maze_id(dataset_id)
+    dataset_id = settings.dataset_id
+    if not maze_dataset_exists(dataset_id):
+        with build_lock(dataset_id, notice=progress):
+            if not maze_dataset_exists(dataset_id):  # another process may have built it meanwhile
+                if progress:
+                    print(f"building {dataset_id} (first use) into {get_dataset_path(dataset_id)}", flush=True)
+                _write_dataset(settings, seed, progress)
+    return minari.load_dataset(dataset_id)

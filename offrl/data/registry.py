@@ -9,8 +9,10 @@ Resolution, in order:
    `Walker2d-v5` have the same observation and action layouts and serve as evaluation envs,
    so normalized scores are close to, not identical with, published D4RL numbers.
    antmaze and maze2d files get no env unless `env_id` is given.
-2. an `offrl/pointmaze/...` id: the built-in generated maze dataset, built on first use,
-   evaluated in `offrl.envs.pointmaze.make_pointmaze_env`.
+2. an `offrl/maze2d/...` or `offrl/pointmaze/...` id: a built-in generated maze dataset
+   (`offrl.data.pointmaze`, `docs/datasets.md`), built on first use, evaluated in
+   `offrl.envs.pointmaze.make_maze2d_env` (fixed target, family 'maze2d', as D4RL's maze2d
+   files) or `make_pointmaze_env` (goal-conditioned, family 'pointmaze').
 3. any other id in the local Minari store: evaluated in the env the dataset recorded for
    evaluation (`recover_environment(eval_env=True)`, which builds from the stored EnvSpec and
    needs no network).
@@ -33,7 +35,7 @@ from offrl.envs import make_env
 from offrl.envs.scores import d4rl_ref_scores
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
-POINTMAZE_PREFIX = "offrl/pointmaze/"
+BUILTIN_PREFIXES = ("offrl/maze2d/", "offrl/pointmaze/")
 D4RL_LOCOMOTION_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 
 
@@ -42,7 +44,7 @@ class DatasetSpec:
     """What an agent needs besides the transitions: how to evaluate and how to report scores."""
 
     name: str  # id or path as given
-    family: str  # 'pointmaze' | 'locomotion' | 'antmaze' | 'maze2d' | 'minari' | 'hdf5'
+    family: str  # 'maze2d' | 'pointmaze' | 'locomotion' | 'antmaze' | 'minari' | 'hdf5'
     env_factory: Callable[..., gym.Env] | None  # builds ONE evaluation env (dict obs allowed); None if unknown
     ref_min_score: float | None
     ref_max_score: float | None
@@ -57,8 +59,8 @@ def load_dataset(name: str, *, env_id: str | None = None) -> tuple[Transitions, 
     """
     if Path(name).suffix.lower() in HDF5_SUFFIXES:
         transitions, spec = _load_hdf5(name)
-    elif name.startswith(POINTMAZE_PREFIX):
-        transitions, spec = _load_pointmaze(name)
+    elif name.startswith(BUILTIN_PREFIXES):
+        transitions, spec = _load_builtin(name)
     else:
         try:
             transitions, spec = _load_minari(name)
@@ -76,8 +78,8 @@ def dataset_family(name: str) -> str:
     """
     if Path(name).suffix.lower() in HDF5_SUFFIXES:
         return infer_family(Path(name).stem) or "hdf5"
-    if name.startswith(POINTMAZE_PREFIX):
-        return "pointmaze"
+    if name.startswith(BUILTIN_PREFIXES):
+        return "maze2d" if name.startswith("offrl/maze2d/") else "pointmaze"
     return "minari"
 
 
@@ -88,10 +90,10 @@ def dataset_names() -> list[str]:
 
 
 def builtin_dataset_names() -> list[str]:
-    """The generated pointmaze ids with default settings, one per maze (built on first use)."""
-    from offrl.data.pointmaze import MAZES, pointmaze_dataset_id
+    """The generated maze ids with default settings (built on first use)."""
+    from offrl.data.pointmaze import builtin_ids
 
-    return [pointmaze_dataset_id(maze) for maze in MAZES]
+    return builtin_ids()
 
 
 def _load_hdf5(path: str) -> tuple[Transitions, DatasetSpec]:
@@ -112,22 +114,26 @@ def _load_hdf5(path: str) -> tuple[Transitions, DatasetSpec]:
     return transitions, spec
 
 
-def _load_pointmaze(name: str) -> tuple[Transitions, DatasetSpec]:
-    from offrl.data.pointmaze import ensure_pointmaze_dataset, parse_pointmaze_id
-    from offrl.envs.pointmaze import make_pointmaze_env
+def _load_builtin(name: str) -> tuple[Transitions, DatasetSpec]:
+    from offrl.data.pointmaze import ensure_maze_dataset, parse_maze_id, ref_scores, retired_id_message
+    from offrl.envs.pointmaze import make_maze2d_env, make_pointmaze_env
 
-    settings = parse_pointmaze_id(name)
+    settings = parse_maze_id(name)
     if settings is None:
-        raise DatasetNotFoundError(_unknown_name_message(name))
-    dataset = ensure_pointmaze_dataset(name)
-    ref_min, ref_max = minari_ref_scores(dataset)
+        raise DatasetNotFoundError(retired_id_message(name) or _unknown_name_message(name))
+    dataset = ensure_maze_dataset(name)
+    ref_min, ref_max = ref_scores(settings)
+    if settings.family == "maze2d":
+        env_factory = functools.partial(make_maze2d_env, settings.maze, dense=settings.dense)
+    else:
+        env_factory = functools.partial(make_pointmaze_env, settings.maze)
     spec = DatasetSpec(
         name=name,
-        family="pointmaze",
-        env_factory=functools.partial(make_pointmaze_env, settings.maze, eval=True),
+        family=settings.family,
+        env_factory=env_factory,
         ref_min_score=ref_min,
         ref_max_score=ref_max,
-        goal_conditioned=True,
+        goal_conditioned=settings.family == "pointmaze",
     )
     return minari_transitions(dataset), spec
 

@@ -35,6 +35,33 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 }
 
 
+# offrl's built-in maze2d datasets (`offrl.data.pointmaze`, `docs/datasets.md`): the mean return
+# of a uniform random policy (min) and of the noiseless planner + PD controller heading for the
+# target (max) over MAZE2D_REF_EPISODES evaluation episodes, reset with seeds
+# MAZE2D_REF_SEED, MAZE2D_REF_SEED + 1, ... (a run with seed k evaluates from the resets
+# 10_000 + k + j, so these are its start states). Recompute them with
+# `python scripts/reference_scores.py` (`offrl.data.pointmaze.measure_maze2d_ref_scores`).
+MAZE2D_REF_EPISODES = 200
+MAZE2D_REF_SEED = 10_000
+MAZE2D_REF_SCORES: dict[tuple[str, str], tuple[float, float]] = {
+    # (maze, "sparse" | "dense"): (ref_min_score, ref_max_score); deterministic, so the script reproduces them exactly
+    ("umaze", "sparse"): (16.9300, 215.8350),
+    ("umaze", "dense"): (56.6501, 229.2348),
+    ("medium", "sparse"): (8.6550, 412.7150),
+    ("medium", "dense"): (36.4440, 429.2418),
+    ("large", "sparse"): (5.0650, 553.6550),
+    ("large", "dense"): (31.0506, 577.3072),
+}
+
+
+def maze2d_ref_scores(maze: str, dense: bool) -> tuple[float, float]:
+    """(ref_min_score, ref_max_score) of an offrl maze2d dataset."""
+    key = (maze, "dense" if dense else "sparse")
+    if key not in MAZE2D_REF_SCORES:
+        raise ValueError(f"no maze2d reference scores for maze {maze!r}; valid mazes: {sorted({m for m, _ in MAZE2D_REF_SCORES})}")
+    return MAZE2D_REF_SCORES[key]
+
+
 def d4rl_dataset_name(name: str) -> str:
     """The D4RL id for a dataset name or file stem (`hopper_medium_replay-v2` -> `hopper-medium-replay-v2`).
 
