@@ -35,6 +35,8 @@ from offrl.networks import (
     CategoricalPolicy,
     DeterministicPolicy,
     FactorizedCategoricalPolicy,
+    INITS,
+    STD_PARAMETRIZATIONS,
     GaussianPolicy,
     ValueNetwork,
     polyak_update,
@@ -140,6 +142,10 @@ class IQLAgent(flax.struct.PyTreeNode):
             raise ValueError(
                 f"actor_advantage must be one of {', '.join(ACTOR_ADVANTAGES)}, got {config['actor_advantage']!r}"
             )
+        if config["actor_std"] not in STD_PARAMETRIZATIONS:
+            raise ValueError(f"actor_std must be one of {', '.join(STD_PARAMETRIZATIONS)}, got {config['actor_std']!r}")
+        if config["actor_init"] not in INITS:
+            raise ValueError(f"actor_init must be one of {', '.join(INITS)}, got {config['actor_init']!r}")
         if not 0.0 <= config["actor_dropout"] < 1.0:
             raise ValueError(f"actor_dropout must be in [0, 1), got {config['actor_dropout']!r}")
         if config["actor_log_std_min"] >= config["actor_log_std_max"]:
