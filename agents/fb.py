@@ -55,10 +55,10 @@ goals; their networks are 1024 wide, the default here is 256 so it trains on a C
 Which observation dims each network sees (tuples of indices; None: the whole observation):
 
 * `policy_dims`: F and the actor see `observations[..., policy_dims]`. For goal-conditioned
-  datasets (pointmaze) this keeps the goal fields out of the reward-free representation.
+  datasets (pointmaze-v1) this keeps the goal fields out of the reward-free representation.
 * `goal_dims`: B sees `observations[..., goal_dims]` (e.g. the position coordinates).
-* `eval_goal_dims`: where the goal sits in an *evaluation* observation (pointmaze:
-  desired_goal). When set, `sample_actions` called without a z reads the goal there and
+* `eval_goal_dims`: where the goal sits in an *evaluation* observation (pointmaze-v1:
+  the last two dims, goal x, y). When set, `sample_actions` called without a z reads the goal there and
   acts with z = B(goal) for each row (zero-shot goal reaching in the shared evaluation);
   when None it uses the stored `z`. `with_task(z)` stores z and sets it to None, so a
   task given explicitly overrides the episodes' goals. It must have as many dims as
@@ -471,7 +471,7 @@ class FBAgent(flax.struct.PyTreeNode):
         """Fix the task for `sample_actions` calls that pass no z (shared evaluation).
 
         Per-row goal inference (`eval_goal_dims`) is switched off: otherwise a pointmaze
-        agent would silently keep acting on each episode's desired goal instead of z."""
+        agent would silently keep acting on each episode's observed goal instead of z."""
         return self.replace(
             z=jnp.asarray(z, jnp.float32).reshape(self.z.shape),
             config=self.config.copy({"eval_goal_dims": None}),

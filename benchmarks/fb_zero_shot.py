@@ -1,8 +1,9 @@
-"""FB zero-shot against IQL-DDPG trained with rewards, side by side on one pointmaze.
+"""FB zero-shot against IQL-DDPG trained with rewards, side by side on one goal-conditioned pointmaze (v1).
 
 FB is trained once, without rewards. It is then asked, zero-shot, for
   goals         every free cell's centre as the evaluation goal (z = B(goal) of the
-                episode's desired goal at every step), from random start cells;
+                episode's observed goal at every step), from random start cells, each
+                episode ending at the goal (the v1 task);
   dense reward  r(s) = -||position(s) - g|| for chosen goal cells g, with z = the
                 normalized mean of r(s) B(s) over --reward-samples dataset states, and
                 again with the reward centred on the sample first (`center=True`: a
@@ -10,8 +11,9 @@ FB is trained once, without rewards. It is then asked, zero-shot, for
 IQL-DDPG is trained on the same dataset with rewards: once on the dataset's own sparse
 goal reward (the goal is in its observation, so one agent serves every goal cell), and
 once per dense goal on the dataset relabeled with that dense reward. Both are evaluated
-on the same episodes (same env seeds), and a uniform random policy is measured on them
-too, for scale. The targets (issue 5):
+on the same episodes (same env seeds; for dense goals the episodes continue at the goal,
+reach and stay, `make_pointmaze_env(continuing=True)`), and a uniform random policy is
+measured on them too, for scale. The targets (issue 5):
   goal reaching  FB success rate >= 80% of IQL-DDPG's, over all goal cells;
   dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2 (judged on
                  the plain z, the issue's definition; the centred one is reported beside it).
@@ -42,7 +44,7 @@ from agents.fb import infer_z_from_reward_fn, pointmaze_value_map
 from offrl.cli import main_guard
 from offrl.data.pointmaze import pointmaze_dataset_id
 from offrl.envs import make_eval_vector_env
-from offrl.envs.pointmaze import make_pointmaze_env, maze_geometry, negative_distance, pointmaze_task
+from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry, negative_distance
 from offrl.evaluation import run_episodes, value_landscape_figure
 from offrl.logging import RunLogger
 from offrl.train import eval_env_seeds, evaluate_state, resolve_config, restore_run, run
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     geometry = maze_geometry(spec.env_factory, args.seed)
     free = [tuple(int(i) for i in cell) for cell in np.argwhere(geometry.free_cells)]
 
-    def goal_spec(cell: tuple[int, int]) -> Any:
-        factory = functools.partial(make_pointmaze_env, args.maze, eval=True, goal_cell=cell)
+    def goal_spec(cell: tuple[int, int], continuing: bool = False) -> Any:
+        factory = functools.partial(make_pointmaze_env, args.maze, goal_cell=cell, continuing=continuing)
         return dataclasses.replace(spec, env_factory=factory, ref_min_score=None, ref_max_score=None)
 
     goal_rows = []
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         goal_rows.append({"cell": list(cell), **success, "random": random_success})
         print(f"goal {cell}: fb {success['fb']:.2f}, iql-ddpg {success['iql']:.2f}", flush=True)
 
-    dense_cells = parse_cells(args.dense_cells) if args.dense_cells else [pointmaze_task(args.maze).eval_goal_cell]
+    dense_cells = parse_cells(args.dense_cells) if args.dense_cells else [MAZES[args.maze].target_cell]
     dense_rows, value_map = [], None
     for cell in dense_cells:
         goal_xy = geometry.cell_center(cell)
@@ -167,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         dense_state, _, dense_step = train("iql-ddpg", dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode,
                                            transitions=relabeled)
         agents = [(name, fb_state.replace(agent=fb_state.agent.with_task(z)), fb_step) for name, z in zs.items()]
-        returns = {name: float(dense_returns(evaluate_state(state, goal_spec(cell), args.episodes, args.seed, deterministic=True,
+        returns = {name: float(dense_returns(evaluate_state(state, goal_spec(cell, True), args.episodes, args.seed, deterministic=True,
                                                             step=step), reward_fn).mean())
                    for name, state, step in [*agents, ("iql", dense_state, dense_step)]}
-        returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell), args.episodes, args.seed), reward_fn).mean())
+        returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell, True), args.episodes, args.seed), reward_fn).mean())
         gaps = {f"gap{name[2:]}": (returns["iql"] - returns[name]) / abs(returns["iql"]) for name in zs}
         dense_rows.append({"cell": list(cell), **returns, **gaps})
         print(f"dense {cell}: fb {returns['fb']:.1f} (centred reward {returns['fb_centred']:.1f}), "

@@ -8,8 +8,8 @@ or a checkpoint directory RUN_DIR/checkpoints/{latest,best}/STEP. Prints the met
 
 FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the `z` used):
   --goal=X,Y          act with z = B(goal) for this fixed goal, given in B's input
-                      coordinates (the goal_dims of an observation; pointmaze: x,y). It
-                      replaces the per-episode z = B(desired_goal) of pointmaze runs.
+                      coordinates (the goal_dims of an observation; mazes: x,y). It
+                      replaces the per-episode z = B(observed goal) of pointmaze-v1 runs.
   --reward dataset    z = normalized mean of r(s') B(s') over --reward-samples dataset
                       transitions (default 10000, a fixed sample), with the dataset's rewards;
   --reward MOD:FN     ... with rewards FN(next_observations): a function of a numpy batch of
@@ -17,9 +17,10 @@ FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the 
                       (importable from the current directory or sys.path).
   --center-reward     subtract the sample's mean reward before inferring z: a constant
                       offset does not change the task but adds a multiple of E[B] to z.
-  --value-map FILE    pointmaze: save the value landscape F(s, pi_z(s), z)^T z over the maze
-                      as a PNG, for the --goal/--reward z or, without them, z = B(centre of
-                      the evaluation goal cell); also logged to W&B unless it is disabled.
+  --value-map FILE    maze2d / pointmaze: save the value landscape F(s, pi_z(s), z)^T z over the
+                      maze as a PNG, for the --goal/--reward z or, without them, z = B(centre
+                      of the evaluation goal cell: maze2d's target; pointmaze-v1 evaluates
+                      several goals, so pass --goal); also logged to W&B unless disabled.
 """
 
 from __future__ import annotations

@@ -40,9 +40,8 @@ def test_two_processes_building_one_new_id_both_succeed(tmp_path):
         processes = []
         for output in outputs:
             with open(output, "w") as handle:
-                processes.append(
-                    subprocess.Popen([sys.executable, "-c", BUILD, dataset_id], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-                )
+                command = [sys.executable, "-c", BUILD, dataset_id]
+                processes.append(subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO))
         _wait_for(outputs, "waiting for another process that is building")
     codes = [process.wait(timeout=300) for process in processes]
     texts = [output.read_text() for output in outputs]

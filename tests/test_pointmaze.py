@@ -348,7 +348,8 @@ def test_offrl_evaluation_scores_the_controller_as_expert_on_both_families(small
 
     _, spec = load_dataset(small_pointmaze_id)
     envs = make_eval_vector_env(spec, 5, seed=0)
-    episodes = run_episodes(envs, _controller_policy(spec.env_factory, 5, lambda o: o[4:6]), jax.random.PRNGKey(0), seed=list(range(5)))
+    policy = _controller_policy(spec.env_factory, 5, lambda o: o[4:6])
+    episodes = run_episodes(envs, policy, jax.random.PRNGKey(0), seed=list(range(5)))
     envs.close()
     assert episodes["successes"].all()
     np.testing.assert_array_equal(episodes["success_steps"], episodes["lengths"])

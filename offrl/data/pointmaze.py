@@ -62,7 +62,6 @@ from offrl.envs.pointmaze import (
     MazeInfo,
     dense_reward,
     make_maze2d_env,
-    make_pointmaze_env,
     maze_info,
     sparse_reward,
 )
@@ -448,7 +447,9 @@ def pointmaze_episodes(rollout: Rollout, maze: str) -> list[EpisodeBuffer]:
     return buffers
 
 
-def reference_returns(maze: str, policy: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED) -> dict[str, np.ndarray]:
+def reference_returns(
+    maze: str, policy: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED
+) -> dict[str, np.ndarray]:
     """Sparse and dense maze2d returns of `policy` ("random": uniform actions, or "controller":
     the noiseless controller heading for the target) over the evaluation env's episodes
     reset with seeds seed, seed + 1, ... (a training run with seed k evaluates from seeds
@@ -480,7 +481,9 @@ def reference_returns(maze: str, policy: str, episodes: int = MAZE2D_REF_EPISODE
     return returns
 
 
-def measure_maze2d_ref_scores(maze: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED) -> dict[str, tuple[float, float]]:
+def measure_maze2d_ref_scores(
+    maze: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED
+) -> dict[str, tuple[float, float]]:
     """{'sparse': (random mean, controller mean), 'dense': (...)}: the numbers
     `offrl.envs.scores.MAZE2D_REF_SCORES` holds (`scripts/reference_scores.py` prints them)."""
     random, expert = reference_returns(maze, "random", episodes, seed), reference_returns(maze, "controller", episodes, seed)

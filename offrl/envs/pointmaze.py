@@ -167,10 +167,13 @@ def make_pointmaze_env(
     goal_cell: Cell | None = None,
     tasks: list[tuple[Cell | None, Cell]] | None = None,
     max_episode_steps: int | None = None,
+    continuing: bool = False,
 ) -> gym.Env:
     """The goal-conditioned (v1) evaluation env: episodes end at the goal (terminated) or
     after `max_episode_steps` (default the maze's D4RL length). Tasks default to the maze's
-    five (start, goal) pairs; `goal_cell` instead gives one goal from random start cells."""
+    five (start, goal) pairs; `goal_cell` instead gives one goal from random start cells.
+    `continuing=True` keeps the episode going at the goal (reach and stay), for experiments
+    with other rewards (e.g. `negative_distance`); it is not the v1 task."""
     info = maze_info(maze)
     if goal_cell is not None and tasks is not None:
         raise ValueError("pass goal_cell or tasks, not both")
@@ -182,7 +185,7 @@ def make_pointmaze_env(
     env = gym.make(
         info.env_id,
         reward_type="sparse",
-        continuing_task=False,
+        continuing_task=continuing,
         reset_target=False,
         max_episode_steps=max_episode_steps or info.episode_steps,
         render_mode=render_mode,
