@@ -1,6 +1,6 @@
 """offrl's IQL (AWR extraction) against d3rlpy 2.8.1's IQL: the same rows, settings and evaluation.
 
-    pip install -e ".[peers]"      # d3rlpy + torch (CPU); never part of the core install
+    pip install -e ".[peers]" && pip install --no-deps d3rlpy==2.8.1   # see pyproject.toml (torch CPU)
     python benchmarks/peer_iql.py [--dataset offrl/maze2d/umaze-v0] [--seeds 0,1] [--steps 20000]
 
 Both learners see the same transitions: offrl's rows are converted to a d3rlpy
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         import d3rlpy  # noqa: F401
     except ImportError:
         if args.only != "offrl":
-            print('peer_iql: d3rlpy is not installed; pip install -e ".[peers]" (or run with --only offrl)', file=sys.stderr)
+            print('peer_iql: d3rlpy is not installed; pip install -e ".[peers]" && pip install --no-deps d3rlpy==2.8.1 '
+                  '(or run with --only offrl)', file=sys.stderr)
             return 1
     seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     extra = parse_extra(args.offrl)
