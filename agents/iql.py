@@ -3,15 +3,20 @@
 The critic (expectile V, twin Q, Polyak target Q) is shared; the extraction method only
 decides the actor head, its loss and how actions are read out:
   - awr:  Gaussian policy, weighted log-likelihood with weights exp(beta * A), clipped.
-  - ddpg: deterministic policy maximizing min Q(s, tanh(mu(s))) (+ optional BC term);
-          evaluated with tanh or clip on mu (config `eval_squash`).
+  - ddpg: deterministic policy, DDPG+BC by default (TD3+BC / FQL style):
+          -Q(s, pi(s)) / stop_grad(mean |Q|) + bc_weight * ||pi(s) - a||^2 with
+          pi = tanh(mu), Q the min over the twin heads; `--bc_weight 0` is pure DDPG (an
+          ablation: it climbs the critic's errors off the data). Evaluated with tanh or clip
+          on mu (config `eval_squash`).
   - dawr: actions mapped to tokens (k-means over joint actions, or per-dimension bins)
           and a categorical policy trained with the AWR weights.
 All losses are computed from one set of forward passes and differentiated in one
 backward pass: V(s) and V(s') come from a single value call, target Q(s, a) is computed
 once and shared by the value loss and the AWR weights. Each network still only receives
 the gradient of its own loss (stop_gradient elsewhere), so the update equals running the
-three losses separately on the same pre-update parameters, as jaxrl_m does.
+three losses separately on the same pre-update parameters, as jaxrl_m does. With
+`actor_advantage: post_update` the value step is taken first and the actor's advantage uses
+the updated V, the order of the IQL authors' code and d3rlpy (one extra V pass per update).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from offrl.networks import (
     CategoricalPolicy,
     DeterministicPolicy,
     FactorizedCategoricalPolicy,
+    INITS,
+    STD_PARAMETRIZATIONS,
     GaussianPolicy,
     ValueNetwork,
     polyak_update,
@@ -50,10 +57,20 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "expectile": 0.7,
     "temperature": 3.0,  # beta in exp(beta * A)
     "max_weight": 100.0,
-    "layer_norm": False,
+    "layer_norm": False,  # LayerNorm in the value and Q networks
+    # actor (every extraction)
+    "actor_init": "glorot",  # glorot (jaxrl_m fan-avg uniform) | orthogonal (IQL authors: gain sqrt 2, output actor_final_init_scale)
+    "actor_final_init_scale": 1e-2,  # scale of the output layers' init (jaxrl_m 1e-2; IQL authors 1.0)
+    "actor_dropout": 0.0,  # dropout rate after the actor's hidden activations during training (IQL authors: 0.1 on kitchen)
+    "actor_advantage": "pre_update",  # pre_update (V before this step, jaxrl_m) | post_update (V after it: IQL authors, d3rlpy)
+    # awr
+    "actor_std": "parameter",  # state (state-dependent head, jaxrl_m) | parameter (IQL authors) | bounded_parameter (d3rlpy sigmoid)
+    "actor_log_std_min": -5.0,  # lower bound of the Gaussian's log std
+    "actor_log_std_max": 2.0,  # upper bound of the Gaussian's log std
+    "actor_tanh_mean": True,  # tanh on the Gaussian's mean, so the mode is a valid action (IQL authors, d3rlpy)
     # ddpg
-    "bc_weight": 0.0,
-    "normalize_q_loss": False,  # divide -Q by stop_grad(mean |Q|), as TD3+BC does, so bc_weight is scale-free
+    "bc_weight": 0.1,  # weight of ||pi(s) - a||^2; 0 is pure DDPG (ablation). Chosen by sweep: docs/iql_presets.md
+    "normalize_q_loss": True,  # divide -Q by stop_grad(mean |Q|), as TD3+BC does, so bc_weight is scale-free
     "eval_squash": "tanh",  # tanh | clip
     # dawr
     "tokenizer": "kmeans",  # kmeans (joint actions) | bins (per dimension)
@@ -63,6 +80,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 EXTRACTIONS = ("awr", "ddpg", "dawr")
+ACTOR_ADVANTAGES = ("pre_update", "post_update")
 
 
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
@@ -109,6 +127,7 @@ class IQLAgent(flax.struct.PyTreeNode):
     target_critic_params: Any
     actor: TrainState
     tokenizer: KMeansTokenizer | BinTokenizer | None
+    rng: jax.Array  # dropout masks; split once per update
     config: Any = flax.struct.field(pytree_node=False)
 
     @classmethod
@@ -119,11 +138,25 @@ class IQLAgent(flax.struct.PyTreeNode):
             raise ValueError(f"unknown extraction {config['extraction']!r}; valid: {', '.join(EXTRACTIONS)}")
         if config["eval_squash"] not in ("tanh", "clip"):
             raise ValueError(f"eval_squash must be 'tanh' or 'clip', got {config['eval_squash']!r}")
+        if config["actor_advantage"] not in ACTOR_ADVANTAGES:
+            raise ValueError(
+                f"actor_advantage must be one of {', '.join(ACTOR_ADVANTAGES)}, got {config['actor_advantage']!r}"
+            )
+        if config["actor_std"] not in STD_PARAMETRIZATIONS:
+            raise ValueError(f"actor_std must be one of {', '.join(STD_PARAMETRIZATIONS)}, got {config['actor_std']!r}")
+        if config["actor_init"] not in INITS:
+            raise ValueError(f"actor_init must be one of {', '.join(INITS)}, got {config['actor_init']!r}")
+        if not 0.0 <= config["actor_dropout"] < 1.0:
+            raise ValueError(f"actor_dropout must be in [0, 1), got {config['actor_dropout']!r}")
+        if config["actor_log_std_min"] >= config["actor_log_std_max"]:
+            raise ValueError("actor_log_std_min must be below actor_log_std_max")
         observations = example_batch["observations"][:1]
         actions = example_batch["actions"][:1]
         action_dim = actions.shape[-1]
-        value_key, critic_key, actor_key, token_key = jax.random.split(key, 4)
+        value_key, critic_key, actor_key, token_key, rng = jax.random.split(key, 5)
         hidden = config["hidden_dims"]
+        head = {"init_scheme": config["actor_init"], "final_init_scale": config["actor_final_init_scale"],
+                "dropout_rate": config["actor_dropout"]}
 
         value_net = ValueNetwork(hidden, layer_norm=config["layer_norm"])
         critic_net = ValueNetwork(hidden, num_heads=2, layer_norm=config["layer_norm"])
@@ -137,9 +170,17 @@ class IQLAgent(flax.struct.PyTreeNode):
 
         tokenizer = None
         if config["extraction"] == "awr":
-            actor_net = GaussianPolicy(hidden, action_dim)
+            actor_net = GaussianPolicy(
+                hidden,
+                action_dim,
+                log_std_min=config["actor_log_std_min"],
+                log_std_max=config["actor_log_std_max"],
+                tanh_mean=config["actor_tanh_mean"],
+                std_parametrization=config["actor_std"],
+                **head,
+            )
         elif config["extraction"] == "ddpg":
-            actor_net = DeterministicPolicy(hidden, action_dim)
+            actor_net = DeterministicPolicy(hidden, action_dim, **head)
         else:
             tokenizer = fit_tokenizer(
                 config["tokenizer"],
@@ -150,9 +191,9 @@ class IQLAgent(flax.struct.PyTreeNode):
                 iterations=config["kmeans_iterations"],
             )
             if isinstance(tokenizer, BinTokenizer):
-                actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"])
+                actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"], **head)
             else:
-                actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens)
+                actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens, **head)
         if config["actor_lr_schedule"] == "cosine":
             actor_lr = optax.cosine_decay_schedule(config["actor_lr"], config["max_steps"])
         elif config["actor_lr_schedule"] == "constant":
@@ -170,16 +211,24 @@ class IQLAgent(flax.struct.PyTreeNode):
             target_critic_params=critic_params,
             actor=actor,
             tokenizer=tokenizer,
+            rng=rng,
             config=config,
         )
 
-    def total_loss(self, params: dict[str, Any], batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+    def total_loss(
+        self,
+        params: dict[str, Any],
+        batch: dict[str, jax.Array],
+        target_q: jax.Array,
+        actor_value: jax.Array | None,
+        dropout_key: jax.Array,
+    ) -> tuple[jax.Array, dict]:
+        """Value, critic and actor losses from one set of forward passes. `actor_value` is the V(s)
+        the advantage uses when it is not this step's pre-update V (None: pre-update)."""
         config = self.config
         observations, actions = batch["observations"], batch["actions"]
         batch_size = observations.shape[0]
 
-        target_q = self.critic.apply_fn({"params": self.target_critic_params}, observations, actions).min(axis=0)
-        target_q = jax.lax.stop_gradient(target_q)
         both_values = self.value.apply_fn(
             {"params": params["value"]}, jnp.concatenate([observations, batch["next_observations"]], axis=0)
         )
@@ -190,23 +239,30 @@ class IQLAgent(flax.struct.PyTreeNode):
         q = self.critic.apply_fn({"params": params["critic"]}, observations, actions)
         q_loss, q_info = critic_loss(q, td_target)
 
-        advantage = target_q - jax.lax.stop_gradient(value)
-        a_loss, a_info = self.actor_loss(params["actor"], batch, advantage)
+        advantage = target_q - jax.lax.stop_gradient(value if actor_value is None else actor_value)
+        a_loss, a_info = self.actor_loss(params["actor"], batch, advantage, dropout_key)
         info = {**v_info, **q_info, **a_info, "advantage": advantage.mean()}
         return v_loss + q_loss + a_loss, info
 
-    def actor_loss(self, actor_params: Any, batch: dict[str, jax.Array], advantage: jax.Array) -> tuple[jax.Array, dict]:
+    def _actor_apply(self, actor_params: Any, observations: jax.Array, dropout_key: jax.Array | None) -> Any:
+        if dropout_key is None or self.config["actor_dropout"] == 0:
+            return self.actor.apply_fn({"params": actor_params}, observations)
+        return self.actor.apply_fn({"params": actor_params}, observations, train=True, rngs={"dropout": dropout_key})
+
+    def actor_loss(
+        self, actor_params: Any, batch: dict[str, jax.Array], advantage: jax.Array, dropout_key: jax.Array | None = None
+    ) -> tuple[jax.Array, dict]:
         config = self.config
         observations, actions = batch["observations"], batch["actions"]
         extraction = config["extraction"]
         if extraction == "ddpg":
-            policy_actions = jnp.tanh(self.actor.apply_fn({"params": actor_params}, observations))
+            policy_actions = jnp.tanh(self._actor_apply(actor_params, observations, dropout_key))
             q_policy = self.critic.apply_fn(
                 {"params": jax.lax.stop_gradient(self.critic.params)}, observations, policy_actions
             ).min(axis=0)
             return ddpg_loss(q_policy, policy_actions, actions, config["bc_weight"], config["normalize_q_loss"])
         weights = awr_weights(advantage, config["temperature"], config["max_weight"])
-        dist = self.actor.apply_fn({"params": actor_params}, observations)
+        dist = self._actor_apply(actor_params, observations, dropout_key)
         if extraction == "awr":
             loss, info = awr_loss(dist, actions, weights)
             return loss, {**info, "policy_std": dist.stddev().mean()}
@@ -216,13 +272,30 @@ class IQLAgent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[IQLAgent, dict]:
+        config = self.config
+        observations = batch["observations"]
+        rng, dropout_key = jax.random.split(self.rng)
+        # target Q(s, a) is shared by the value loss and the advantage, computed once.
+        target_q = jax.lax.stop_gradient(
+            self.critic.apply_fn({"params": self.target_critic_params}, observations, batch["actions"]).min(axis=0)
+        )
         params = {"value": self.value.params, "critic": self.critic.params, "actor": self.actor.params}
-        grads, info = jax.grad(self.total_loss, has_aux=True)(params, batch)
-        value = self.value.apply_gradients(grads=grads["value"])
+        actor_value = None
+        if config["actor_advantage"] == "post_update":
+            # The value step alone (its gradient is the same as inside the joint loss), then
+            # the actor's advantage against the new V, as the IQL authors and d3rlpy order it.
+            value_grads = jax.grad(
+                lambda p: value_loss(target_q, self.value.apply_fn({"params": p}, observations), config["expectile"])[0]
+            )(self.value.params)
+            value = self.value.apply_gradients(grads=value_grads)
+            actor_value = self.value.apply_fn({"params": value.params}, observations)
+        grads, info = jax.grad(self.total_loss, has_aux=True)(params, batch, target_q, actor_value, dropout_key)
+        if actor_value is None:
+            value = self.value.apply_gradients(grads=grads["value"])
         critic = self.critic.apply_gradients(grads=grads["critic"])
         actor = self.actor.apply_gradients(grads=grads["actor"])
-        target = polyak_update(critic.params, self.target_critic_params, self.config["tau"])
-        return self.replace(value=value, critic=critic, actor=actor, target_critic_params=target), info
+        target = polyak_update(critic.params, self.target_critic_params, config["tau"])
+        return self.replace(value=value, critic=critic, actor=actor, target_critic_params=target, rng=rng), info
 
     @functools.partial(jax.jit, static_argnames=("deterministic",))
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:

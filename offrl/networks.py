@@ -10,8 +10,21 @@ import jax
 import jax.numpy as jnp
 
 
+INITS = ("glorot", "orthogonal")
+
+
 def default_init(scale: float = 1.0) -> nn.initializers.Initializer:
     return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+def kernel_init(init: str, scale: float = 1.0, hidden: bool = False) -> nn.initializers.Initializer:
+    """`glorot`: jaxrl_m's fan-avg uniform, `scale` as given. `orthogonal`: the IQL authors'
+    orthogonal init, gain sqrt(2) for hidden (ReLU-family) layers and `scale` for output layers."""
+    if init == "glorot":
+        return default_init(scale)
+    if init == "orthogonal":
+        return nn.initializers.orthogonal(jnp.sqrt(2.0) if hidden else scale)
+    raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
 
 
 class MLP(nn.Module):
@@ -20,16 +33,21 @@ class MLP(nn.Module):
     activate_final: bool = False
     layer_norm: bool = False
     final_init_scale: float = 1.0
+    init_scheme: str = "glorot"
+    dropout_rate: float = 0.0  # after each activation, only when called with train=True
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for i, size in enumerate(self.hidden_dims):
             last = i + 1 == len(self.hidden_dims)
-            x = nn.Dense(size, kernel_init=default_init(self.final_init_scale if last else 1.0))(x)
+            scale = self.final_init_scale if last else 1.0
+            x = nn.Dense(size, kernel_init=kernel_init(self.init_scheme, scale, hidden=not last or self.activate_final))(x)
             if not last or self.activate_final:
                 if self.layer_norm:
                     x = nn.LayerNorm()(x)
                 x = self.activation(x)
+                if self.dropout_rate > 0:
+                    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return x
 
 
@@ -58,8 +76,18 @@ class ValueNetwork(nn.Module):
         return values[..., 0]
 
 
+STD_PARAMETRIZATIONS = ("state", "parameter", "bounded_parameter")
+
+
 class GaussianPolicy(nn.Module):
-    """Diagonal Gaussian with state-dependent mean and log std (clipped), as in IQL's AWR actor."""
+    """Diagonal Gaussian over actions; the mean is a state-dependent head (tanh-bounded by default).
+
+    The log std is, by `std_parametrization`:
+      state:             a state-dependent linear head, clipped to [log_std_min, log_std_max] (jaxrl_m);
+      parameter:         a state-independent parameter, clipped likewise (the IQL authors' code);
+      bounded_parameter: log_std_min + sigmoid(p) * (log_std_max - log_std_min), p state-independent
+                         and 0 at init (d3rlpy's `use_std_parameter`), so its gradient never vanishes.
+    `state_dependent_std=False` is kept as the spelling of `parameter` other agents use."""
 
     hidden_dims: Sequence[int]
     action_dim: int
@@ -67,19 +95,32 @@ class GaussianPolicy(nn.Module):
     log_std_max: float = 2.0
     state_dependent_std: bool = True
     tanh_mean: bool = True
+    std_parametrization: str | None = None  # overrides state_dependent_std when given
+    init_scheme: str = "glorot"
+    final_init_scale: float = 1e-2
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0) -> distrax.Distribution:
-        features = MLP(self.hidden_dims, activate_final=True)(observations)
-        means = nn.Dense(self.action_dim, kernel_init=default_init(1e-2))(features)
+    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Distribution:
+        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
+            observations, train=train
+        )
+        means = nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
         if self.tanh_mean:
             means = jnp.tanh(means)
-        if self.state_dependent_std:
-            log_stds = nn.Dense(self.action_dim, kernel_init=default_init(1e-2))(features)
-        else:
+        parametrization = self.std_parametrization or ("state" if self.state_dependent_std else "parameter")
+        if parametrization == "state":
+            log_stds = nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
+            log_stds = jnp.clip(log_stds, self.log_std_min, self.log_std_max)
+        elif parametrization == "parameter":
             log_stds = self.param("log_stds", nn.initializers.zeros, (self.action_dim,))
+            log_stds = jnp.broadcast_to(jnp.clip(log_stds, self.log_std_min, self.log_std_max), means.shape)
+        elif parametrization == "bounded_parameter":
+            raw = self.param("log_stds", nn.initializers.zeros, (self.action_dim,))
+            log_stds = self.log_std_min + nn.sigmoid(raw) * (self.log_std_max - self.log_std_min)
             log_stds = jnp.broadcast_to(log_stds, means.shape)
-        log_stds = jnp.clip(log_stds, self.log_std_min, self.log_std_max)
+        else:
+            raise ValueError(f"std_parametrization must be one of {', '.join(STD_PARAMETRIZATIONS)}, got {parametrization!r}")
         return distrax.MultivariateNormalDiag(loc=means, scale_diag=jnp.exp(log_stds) * temperature)
 
 
@@ -88,11 +129,16 @@ class DeterministicPolicy(nn.Module):
 
     hidden_dims: Sequence[int]
     action_dim: int
+    init_scheme: str = "glorot"
+    final_init_scale: float = 1e-2
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, observations: jax.Array) -> jax.Array:
-        features = MLP(self.hidden_dims, activate_final=True)(observations)
-        return nn.Dense(self.action_dim, kernel_init=default_init(1e-2))(features)
+    def __call__(self, observations: jax.Array, train: bool = False) -> jax.Array:
+        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
+            observations, train=train
+        )
+        return nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
 
 
 class CategoricalPolicy(nn.Module):
@@ -100,11 +146,16 @@ class CategoricalPolicy(nn.Module):
 
     hidden_dims: Sequence[int]
     num_tokens: int
+    init_scheme: str = "glorot"
+    final_init_scale: float = 1e-2
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0) -> distrax.Categorical:
-        features = MLP(self.hidden_dims, activate_final=True)(observations)
-        logits = nn.Dense(self.num_tokens, kernel_init=default_init(1e-2))(features)
+    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Categorical:
+        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
+            observations, train=train
+        )
+        logits = nn.Dense(self.num_tokens, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
         return distrax.Categorical(logits=logits / temperature)
 
 
@@ -114,11 +165,18 @@ class FactorizedCategoricalPolicy(nn.Module):
     hidden_dims: Sequence[int]
     action_dim: int
     num_bins: int
+    init_scheme: str = "glorot"
+    final_init_scale: float = 1e-2
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0) -> distrax.Distribution:
-        features = MLP(self.hidden_dims, activate_final=True)(observations)
-        logits = nn.Dense(self.action_dim * self.num_bins, kernel_init=default_init(1e-2))(features)
+    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Distribution:
+        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
+            observations, train=train
+        )
+        logits = nn.Dense(self.action_dim * self.num_bins, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(
+            features
+        )
         logits = logits.reshape(*logits.shape[:-1], self.action_dim, self.num_bins)
         return distrax.Independent(distrax.Categorical(logits=logits / temperature), reinterpreted_batch_ndims=1)
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from agents import get_agent
-from agents.iql import awr_weights, expectile_loss
+from agents.iql import awr_weights, ddpg_loss, expectile_loss
 from offrl.tokenizers import BinTokenizer, fit_tokenizer
 
 
@@ -74,8 +74,8 @@ def test_critic_regresses_on_td_target():
     np.testing.assert_allclose(q, batch["rewards"], atol=0.1)
 
 
-def test_ddpg_actor_converges_to_argmax_of_quadratic_q():
-    agent = make_agent("iql-ddpg", actor_lr=1e-2, actor_lr_schedule="constant")
+def test_pure_ddpg_actor_converges_to_argmax_of_quadratic_q():
+    agent = make_agent("iql-ddpg", actor_lr=1e-2, actor_lr_schedule="constant", bc_weight=0.0)
     optimum = jnp.array([0.5, -0.3])
 
     def quadratic_q(variables, observations, actions):
@@ -155,3 +155,134 @@ def test_dawr_update_and_sampling(tokenizer):
 def test_unknown_extraction_is_an_error():
     with pytest.raises(ValueError, match="valid: awr, ddpg, dawr"):
         make_agent("iql-awr", extraction="sac")
+
+
+def test_iql_ddpg_defaults_to_ddpg_plus_bc():
+    _, config = get_agent("iql-ddpg")
+    assert config["extraction"] == "ddpg" and config["bc_weight"] > 0 and config["normalize_q_loss"] is True
+
+
+def test_ddpg_loss_terms():
+    q = jnp.array([2.0, -4.0, 6.0])
+    policy_actions = jnp.array([[0.5, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    data_actions = jnp.zeros((3, 2))
+    # bc_weight 0 without normalization is pure DDPG: -mean Q.
+    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)
+    np.testing.assert_allclose(loss, -4.0 / 3, rtol=1e-6)
+    # Normalized: -Q / mean|Q| (= 4) + bc_weight * mean squared distance ((0.25 + 0 + 2) / 3).
+    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.5, normalize_q=True)
+    np.testing.assert_allclose(loss, -(4.0 / 3) / 4.0 + 0.5 * 2.25 / 3, rtol=1e-5)
+    np.testing.assert_allclose(info["bc_mse"], 0.75, rtol=1e-6)
+    # The scale is a stop-gradient: with bc_weight 0 the normalized gradient is the pure DDPG
+    # gradient divided by mean |Q|, the same direction.
+    pure = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, False)[0])(q)
+    normalized = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, True)[0])(q)
+    np.testing.assert_allclose(normalized, pure / 4.0, rtol=1e-5)
+
+
+def test_bc_weight_pulls_the_ddpg_actor_to_the_data_action():
+    """With a flat Q only the BC term acts: the actor converges to the dataset's action."""
+    agent = make_agent("iql-ddpg", bc_weight=1.0)
+    agent = agent.replace(critic=agent.critic.replace(apply_fn=lambda v, o, a: jnp.ones((2, o.shape[0]))))
+    batch = random_batch(seed=4)
+    batch["actions"] = jnp.broadcast_to(jnp.array([0.3, -0.6]), batch["actions"].shape)
+    tx = optax.adam(1e-2)
+    params, opt_state = agent.actor.params, tx.init(agent.actor.params)
+
+    @jax.jit
+    def step(params, opt_state):
+        grads, _ = jax.grad(agent.actor_loss, has_aux=True)(params, batch, jnp.zeros(256))
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    for _ in range(300):
+        params, opt_state = step(params, opt_state)
+    actions = agent.replace(actor=agent.actor.replace(params=params)).sample_actions(
+        batch["observations"], jax.random.PRNGKey(0), deterministic=True
+    )
+    np.testing.assert_allclose(actions, np.broadcast_to([0.3, -0.6], actions.shape), atol=0.02)
+
+
+@pytest.mark.parametrize("actor_std", ["state", "parameter", "bounded_parameter"])
+def test_awr_std_parametrizations(actor_std):
+    agent = make_agent("iql-awr", actor_std=actor_std, actor_log_std_min=-4.0, actor_log_std_max=1.0)
+    observations = random_batch()["observations"]
+    dist = agent.actor.apply_fn({"params": agent.actor.params}, observations)
+    stds = np.asarray(dist.stddev())
+    assert np.all(stds >= np.exp(-4.0) - 1e-6) and np.all(stds <= np.exp(1.0) + 1e-6)
+    if actor_std == "state":
+        assert "Dense_1" in agent.actor.params and "log_stds" not in agent.actor.params
+    else:
+        # One std for every state, from a parameter (zero at init).
+        assert agent.actor.params["log_stds"].shape == (2,)
+        np.testing.assert_allclose(stds, np.broadcast_to(stds[0], stds.shape), rtol=1e-6)
+        expected = -1.5 if actor_std == "bounded_parameter" else 0.0  # sigmoid(0) = midpoint of [-4, 1]
+        np.testing.assert_allclose(np.log(stds[0]), expected, atol=1e-6)
+    agent, info = agent.update(random_batch())
+    assert np.isfinite(float(info["actor_loss"]))
+
+
+def test_awr_parameter_log_std_is_clipped():
+    agent = make_agent("iql-awr", actor_std="parameter", actor_log_std_min=-5.0, actor_log_std_max=2.0)
+    params = {**agent.actor.params, "log_stds": jnp.array([-9.0, 7.0])}
+    dist = agent.actor.apply_fn({"params": params}, random_batch()["observations"][:3])
+    np.testing.assert_allclose(np.log(np.asarray(dist.stddev()[0])), [-5.0, 2.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("tanh_mean", [True, False])
+def test_awr_tanh_mean(tanh_mean):
+    agent = make_agent("iql-awr", actor_tanh_mean=tanh_mean)
+    params = jax.tree_util.tree_map(lambda x: x, agent.actor.params)
+    params["Dense_0"] = {"bias": jnp.array([3.0, -0.5]), "kernel": jnp.zeros_like(params["Dense_0"]["kernel"])}
+    dist = agent.actor.apply_fn({"params": params}, random_batch()["observations"][:2])
+    expected = np.tanh([3.0, -0.5]) if tanh_mean else np.array([3.0, -0.5])
+    np.testing.assert_allclose(dist.mode()[0], expected, rtol=1e-5)
+
+
+def test_orthogonal_actor_init():
+    agent = make_agent("iql-awr", actor_init="orthogonal", actor_final_init_scale=1.0)
+    hidden = np.asarray(agent.actor.params["MLP_0"]["Dense_1"]["kernel"])  # 32 x 32
+    np.testing.assert_allclose(hidden.T @ hidden, 2.0 * np.eye(32), atol=1e-4)  # gain sqrt(2)
+    output = np.asarray(agent.actor.params["Dense_0"]["kernel"])  # 32 x 2
+    np.testing.assert_allclose(output.T @ output, np.eye(2), atol=1e-4)
+
+
+def test_actor_dropout_only_in_training():
+    agent = make_agent("iql-ddpg", actor_dropout=0.5)
+    observations = random_batch()["observations"]
+    apply = lambda key: agent._actor_apply(agent.actor.params, observations, key)  # noqa: E731
+    assert not np.allclose(apply(jax.random.PRNGKey(1)), apply(jax.random.PRNGKey(2)))
+    np.testing.assert_allclose(apply(None), agent.actor.apply_fn({"params": agent.actor.params}, observations))
+    new_agent, info = agent.update(random_batch())
+    assert np.isfinite(float(info["actor_loss"])) and not np.array_equal(new_agent.rng, agent.rng)
+
+
+def test_post_update_advantage_uses_the_updated_value():
+    batch = random_batch(seed=5)
+    pre, pre_info = make_agent("iql-awr", value_lr=1e-2).update(batch)
+    post, post_info = make_agent("iql-awr", value_lr=1e-2, actor_advantage="post_update").update(batch)
+    # Same value and critic steps; only the actor's advantage (and so its step) differs.
+    for a, b in zip(jax.tree_util.tree_leaves(pre.value.params), jax.tree_util.tree_leaves(post.value.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree_util.tree_leaves(pre.critic.params), jax.tree_util.tree_leaves(post.critic.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    agent = make_agent("iql-awr", value_lr=1e-2)
+    target_q = agent.critic.apply_fn({"params": agent.target_critic_params}, batch["observations"], batch["actions"]).min(0)
+    new_v = pre.value.apply_fn({"params": pre.value.params}, batch["observations"])
+    np.testing.assert_allclose(post_info["advantage"], (target_q - new_v).mean(), rtol=1e-4, atol=1e-6)
+    assert abs(float(post_info["advantage"]) - float(pre_info["advantage"])) > 1e-6
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"actor_std": "learned"}, "actor_std must be one of state, parameter, bounded_parameter"),
+        ({"actor_init": "xavier"}, "actor_init must be one of glorot, orthogonal"),
+        ({"actor_advantage": "later"}, "actor_advantage must be one of pre_update, post_update"),
+        ({"actor_dropout": 1.0}, "actor_dropout must be in"),
+        ({"actor_log_std_min": 2.0}, "actor_log_std_min must be below actor_log_std_max"),
+    ],
+)
+def test_bad_actor_options_are_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_agent("iql-awr", **overrides)

