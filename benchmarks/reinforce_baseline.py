@@ -1,20 +1,31 @@
-"""REINFORCE with vs without the learned baseline, same budget, several seeds.
+"""REINFORCE with vs without the learned baseline, same budget, many seeds.
 
-    python benchmarks/reinforce_baseline.py [--env CartPole-v1] [--seeds 5] [--out DIR]
-        [--wandb.mode offline] [--key value ...]   # extra keys override the preset for both variants
+    python benchmarks/reinforce_baseline.py [--env CartPole-v1] [--seeds 20] [--first-seed 0]
+        [--threshold R] [--out DIR] [--figure PNG] [--wandb.mode offline]
+        [--key value ...]   # extra keys override the preset for both variants
 
 Each (variant, seed) is an ordinary `offrl.train.run` of the env's preset, differing only
-in `baseline`, so the comparison uses exactly what `scripts/train.py` would. Learning
-curves are the mean return of each update's training episodes (stochastic policy),
-against training episodes seen; their mean and min-max band over seeds go to a PNG and to
-one W&B run, and the final greedy evaluations are printed as a table.
+in `baseline`, so the comparison uses exactly what `scripts/train.py` would. A seed is
+solved when its final greedy evaluation reaches the threshold (490 on CartPole-v1, 950 on
+InvertedPendulum-v5 by default). Printed per variant: seeds solved, mean, std and min of the
+final greedy return, the median number of training episodes until the first periodic
+evaluation at the threshold, and wall and CPU seconds per seed with the 1-minute load
+average (the wall time of a shared machine is only an upper bound; CPU time is what an
+idle machine would need, give or take the threads JAX runs in parallel).
+
+Learning curves are the mean return of each update's training episodes (stochastic
+policy) against training episodes seen; the figure has one panel per variant with every
+seed's curve and the min-max band over seeds, and goes to `--figure` and to one W&B run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +37,26 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = {"with baseline": True, "without baseline": False}
+# Mean greedy return that counts as solved: CartPole's customary 490 of 500 (the issue's
+# target) and gymnasium's reward threshold for InvertedPendulum (950 of 1000).
+THRESHOLDS = {"CartPole-v1": 490.0, "InvertedPendulum-v5": 950.0}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--threshold", type=float, default=None, help="greedy return that counts as solved")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/reinforce_baseline"))
+    parser.add_argument("--figure", type=Path, default=None, help="learning-curve PNG (default OUT/learning_curves.png)")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="offline", choices=["online", "offline", "disabled"])
-    return parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.threshold is None:
+        if args.env not in THRESHOLDS:
+            parser.error(f"no default solved threshold for {args.env!r}; give --threshold")
+        args.threshold = THRESHOLDS[args.env]
+    return args, extra
 
 
 def learning_curve(run_dir: Path, metric: str = "rollout/return_mean") -> tuple[np.ndarray, np.ndarray]:
@@ -51,43 +73,101 @@ def seed_curves(run_dirs: list[Path], metric: str = "rollout/return_mean") -> tu
     return curves[0][0], np.stack([values for _, values in curves])
 
 
-def train_variant(name: str, env: str, seeds: int, out: Path, overrides: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
-    """Seeds 0..seeds-1 of one variant (a key of VARIANTS), each an ordinary run of the env's
-    preset with `overrides`: (final summary, run directory) per seed."""
+def episodes_to_threshold(run_dir: Path, threshold: float) -> int | None:
+    """Training episodes seen at the first periodic greedy evaluation with mean return >=
+    `threshold`, or None if none reached it."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if row.get("eval/return_mean", -np.inf) >= threshold]
+    if not steps:
+        return None
+    episodes_per_update = json.loads((run_dir / "config.json").read_text())["episodes_per_update"]
+    return int(min(steps) * episodes_per_update)
+
+
+def train_variant(
+    name: str, env: str, seeds: int, out: Path, overrides: dict[str, Any], first_seed: int = 0
+) -> list[tuple[dict[str, Any], Path]]:
+    """Seeds first_seed .. first_seed + seeds - 1 of one variant (a key of VARIANTS), each an
+    ordinary run of the env's preset with `overrides`: (final summary, run directory) per
+    seed; the summary also holds the run's `cpu_seconds` and the `load_average` at its end."""
     from offrl.train import resolve_config, run
 
     baseline = VARIANTS[name]
     runs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         run_dir = out / ("baseline" if baseline else "no_baseline") / f"s{seed}"
         config = resolve_config(
             {**overrides, "agent": "reinforce", "env": env, "seed": seed, "baseline": baseline,
              "run_dir": str(run_dir), "wandb.mode": "disabled"}
         )
+        before = resource.getrusage(resource.RUSAGE_SELF)
         summary = run(config, progress=False)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        summary = {
+            **summary,
+            "seed": seed,
+            "cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "load_average": os.getloadavg()[0],
+        }
         runs.append((summary, run_dir))
-        print(f"{name}, seed {seed}: greedy return {summary['return_mean']:.1f} ({summary['wall_seconds']:.0f} s)", flush=True)
+        print(
+            f"{name}, seed {seed}: greedy return {summary['return_mean']:.1f} "
+            f"({summary['wall_seconds']:.0f} s wall, {summary['cpu_seconds']:.0f} s CPU, load {summary['load_average']:.1f})",
+            flush=True,
+        )
     return runs
 
 
 def plot(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "training-episode return (min-max band)"
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "training-episode return"
 ) -> Figure:
+    """One panel per variant: every seed's curve (thin), the min-max band and the mean."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4))
-    axis = figure.subplots()
-    for name, (episodes, returns) in curves.items():
-        mean = returns.mean(axis=0)
-        axis.plot(episodes, mean, label=f"{name} (mean of {len(returns)} seeds)")
-        axis.fill_between(episodes, returns.min(axis=0), returns.max(axis=0), alpha=0.2)
-    axis.set_xlabel("training episodes")
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.legend()
+    figure = Figure(figsize=(6 * len(curves), 4))
+    axes = figure.subplots(1, len(curves), sharey=True, squeeze=False)[0]
+    for axis, (color, (name, (episodes, values))) in zip(axes, enumerate(curves.items())):
+        color = f"C{color}"
+        axis.fill_between(episodes, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, label="min-max over seeds")
+        for seed_values in values:
+            axis.plot(episodes, seed_values, color=color, linewidth=0.6, alpha=0.5)
+        axis.plot(episodes, values.mean(axis=0), color="black", linewidth=1.8, label=f"mean of {len(values)} seeds")
+        axis.set_title(name)
+        axis.set_xlabel("training episodes")
+        axis.legend(loc="lower right")
+    axes[0].set_ylabel(ylabel)
+    figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120, bbox_inches="tight")
     return figure
+
+
+def summarize_variant(name: str, runs: list[tuple[dict[str, Any], Path]], threshold: float) -> dict[str, Any]:
+    finals = np.array([summary["return_mean"] for summary, _ in runs])
+    reached = [episodes_to_threshold(run_dir, threshold) for _, run_dir in runs]
+    reached_episodes = [episodes for episodes in reached if episodes is not None]
+    wall = np.array([summary["wall_seconds"] for summary, _ in runs])
+    cpu = np.array([summary["cpu_seconds"] for summary, _ in runs])
+    return {
+        "variant": name,
+        "seeds": [summary["seed"] for summary, _ in runs],
+        "finals": finals.tolist(),
+        "seeds_solved": int((finals >= threshold).sum()),
+        "greedy_return_mean": float(finals.mean()),
+        "greedy_return_std": float(finals.std()),
+        "greedy_return_min": float(finals.min()),
+        "episodes_to_threshold": reached,
+        # Over the seeds that reached it; how many did is seeds_reached.
+        "episodes_to_threshold_median": float(np.median(reached_episodes)) if reached_episodes else None,
+        "seeds_reached": len(reached_episodes),
+        "train_episodes": int(runs[0][0]["train_episodes"]),
+        "wall_seconds": wall.tolist(),
+        "wall_seconds_mean": float(wall.mean()),
+        "wall_seconds_max": float(wall.max()),
+        "cpu_seconds_mean": float(cpu.mean()),
+        "cpu_seconds_max": float(cpu.max()),
+        "load_average_mean": float(np.mean([summary["load_average"] for summary, _ in runs])),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,28 +176,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args, extra = parse_args(argv)
     overrides = cfg.parse_overrides(extra)
-    curves, finals, table, eval_episodes = {}, {}, [], None
+    curves, table, eval_episodes = {}, [], None
     for name in VARIANTS:
-        runs = train_variant(name, args.env, args.seeds, args.out, overrides)
+        runs = train_variant(name, args.env, args.seeds, args.out, overrides, args.first_seed)
         curves[name] = seed_curves([run_dir for _, run_dir in runs])
-        finals[name] = np.array([summary["return_mean"] for summary, _ in runs])
         eval_episodes = runs[0][0]["episodes"]
-        seconds = np.array([summary["wall_seconds"] for summary, _ in runs])
-        table.append(
-            {
-                "variant": name,
-                "greedy_return_mean": float(finals[name].mean()),
-                "greedy_return_std": float(finals[name].std()),
-                "greedy_return_min": float(finals[name].min()),
-                "seeds_at_490": int((finals[name] >= 490).sum()),
-                "last_10_updates_train_return": float(curves[name][1][:, -10:].mean()),
-                "wall_seconds_mean": float(seconds.mean()),
-            }
-        )
+        table.append(summarize_variant(name, runs, args.threshold))
 
-    title = f"REINFORCE on {args.env}, {args.seeds} seeds"
-    figure = plot(curves, title, args.out / "learning_curves.png")
-    logger = RunLogger(args.out / "aggregate", {"env": args.env, "seeds": args.seeds, **overrides,
+    seeds = f"seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
+    title = f"REINFORCE on {args.env}, {seeds}"
+    figure = plot(curves, title, args.figure or args.out / "learning_curves.png")
+    logger = RunLogger(args.out / "aggregate", {"env": args.env, "seeds": args.seeds, "first_seed": args.first_seed, **overrides,
                                                 "wandb": {"mode": args.wandb_mode, "project": "offrl", "group": "reinforce-baseline"}})
     try:
         for index, step in enumerate(next(iter(curves.values()))[0]):
@@ -127,20 +196,26 @@ def main(argv: list[str] | None = None) -> int:
                 step=int(step),
             )
         logger.log_figure("learning_curves", figure, step=int(step))
-        logger.summary({f"{row['variant']}/{key}": value for row in table for key, value in row.items() if key != "variant"})
+        logger.summary({f"{row['variant']}/{key}": value for row in table for key, value in row.items()
+                        if isinstance(value, (int, float))})
     finally:
         logger.close()
-    (args.out / "results.json").write_text(json.dumps({"finals": {k: v.tolist() for k, v in finals.items()}, "table": table}, indent=2))
+    (args.out / "results.json").write_text(json.dumps({"env": args.env, "threshold": args.threshold, "table": table}, indent=2))
 
-    print(f"\n{title}: greedy evaluation ({eval_episodes} episodes) after training")
-    print(f"{'variant':<18} {'mean':>7} {'std':>7} {'min':>7} {'>=490':>6} {'train ret (last 10)':>20} {'wall s':>7}")
+    print(f"\n{title}: {table[0]['train_episodes']} training episodes, then greedy evaluation ({eval_episodes} episodes)")
+    print(f"{'variant':<18} {'solved':>7} {'mean':>7} {'std':>7} {'min':>7} {'median episodes to ' + str(int(args.threshold)):>26} "
+          f"{'wall s mean/max':>16} {'CPU s mean/max':>15} {'load':>5}")
     for row in table:
+        median = row["episodes_to_threshold_median"]
+        reached = f"{median:.0f} ({row['seeds_reached']}/{args.seeds} reached)" if median is not None else f"never (0/{args.seeds})"
         print(
-            f"{row['variant']:<18} {row['greedy_return_mean']:7.1f} {row['greedy_return_std']:7.1f} {row['greedy_return_min']:7.1f} "
-            f"{row['seeds_at_490']:>3}/{args.seeds:<2} {row['last_10_updates_train_return']:20.1f} {row['wall_seconds_mean']:7.0f}"
+            f"{row['variant']:<18} {row['seeds_solved']:>3}/{args.seeds:<3} {row['greedy_return_mean']:7.1f} "
+            f"{row['greedy_return_std']:7.1f} {row['greedy_return_min']:7.1f} {reached:>26} "
+            f"{row['wall_seconds_mean']:7.0f}/{row['wall_seconds_max']:<8.0f} {row['cpu_seconds_mean']:6.0f}/{row['cpu_seconds_max']:<8.0f} "
+            f"{row['load_average_mean']:5.1f}"
         )
-    print(f"per seed: {json.dumps({k: v.round(1).tolist() for k, v in finals.items()})}")
-    print(f"curves -> {args.out / 'learning_curves.png'}")
+    print(f"per seed: {json.dumps({row['variant']: [round(value, 1) for value in row['finals']] for row in table})}")
+    print(f"curves -> {args.figure or args.out / 'learning_curves.png'}")
     return 0
 
 
