@@ -1,3 +1,5 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,16 @@ from agents.fb import (
     orthonormality_loss,
 )
 from offrl.buffer import ReplayBuffer
-from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success
+from offrl.envs.gridworld import (
+    CORRIDOR_MAZE,
+    CORRIDOR_MAZE_WIDE,
+    FOUR_ROOMS,
+    GridWorld,
+    collect_uniform_dataset,
+    goal_reaching_by_band,
+    goal_reaching_success,
+    horizon_gamma,
+)
 from offrl.train import LoopState, make_train_chunk
 
 # Two 3x2 rooms joined by two doorways: 13 states, small enough to train in seconds.
@@ -225,3 +236,37 @@ def test_zero_shot_goal_reaching_four_rooms():
     env, _, agent, _ = train_gridworld_fb(FOUR_ROOMS, 5000, z_dim=128, hidden_dim=256, feature_dim=256, backward_hidden_dim=256,
                                           batch_size=512, learning_rate=1e-3, tau=0.05, gamma=0.95, forward_arch="bilinear")
     assert goal_success_rate(env, agent) >= 0.95
+
+
+def optimal_goal_policies(env):
+    """[goal, state] moves along a shortest path (BFS distances)."""
+    D = env.shortest_path_lengths()
+    next_distance = D[env._next_state]  # [state, action, goal]
+    return next_distance.argmin(axis=1).T
+
+
+@pytest.mark.parametrize("layout, cells, diameter", [(CORRIDOR_MAZE, 59, 44), (CORRIDOR_MAZE_WIDE, 71, 54)])
+def test_corridor_mazes_and_band_success(layout, cells, diameter):
+    env = GridWorld(layout)
+    D = env.shortest_path_lengths()
+    assert env.num_states == cells and D.max() == diameter and (D >= 0).all()
+    degree = (env._next_state != np.arange(env.num_states)[:, None]).sum(1)
+    assert (degree == 1).sum() >= 5 and (degree >= 3).sum() >= 3  # dead ends and junctions
+    # Perfect maze: one path between any two cells, so free cells - 1 corridor links.
+    assert degree.sum() // 2 == env.num_states - 1
+    optimal = optimal_goal_policies(env)
+    assert goal_reaching_by_band(env, optimal) == {"all": 1.0, "1-10": 1.0, "11-20": 1.0, "21-30": 1.0, "31+": 1.0}
+    # Optimal only towards goals within 10 moves, else the opposite move: in a tree every neighbour
+    # but the one on the path is farther, so far goals are never reached and the bands are told apart.
+    stuck = np.where(D.T <= 10, optimal, (optimal + 2) % 4)
+    by_band = goal_reaching_by_band(env, stuck)
+    assert by_band["1-10"] == 1.0 and by_band["31+"] == 0.0 and by_band["21-30"] == 0.0
+    near = ((D > 0) & (D <= 10)).sum() / (D > 0).sum()
+    assert by_band["all"] == pytest.approx(near) == pytest.approx(goal_reaching_success(env, stuck))
+
+
+def test_horizon_gamma_rule():
+    assert horizon_gamma(20) == pytest.approx(0.95)  # four-rooms: the slow test's gamma
+    assert horizon_gamma(44) ** 44 >= math.exp(-1) * 0.97
+    with pytest.raises(ValueError, match="diameter"):
+        horizon_gamma(1)
