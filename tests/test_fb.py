@@ -37,16 +37,16 @@ TWO_ROOMS = """
 """
 
 
-def train(agent, buffer, num_updates, chunk=500):
+def train(agent, buffer, num_updates, chunk=500, loop_seed=0):
     """The training loop's fused updates, `chunk` per compiled call."""
     train_chunk = make_train_chunk(FBAgent, chunk)
-    state = LoopState.initial(agent, jax.random.PRNGKey(0), buffer.data["observations"].shape[-1])
+    state = LoopState.initial(agent, jax.random.PRNGKey(loop_seed), buffer.data["observations"].shape[-1])
     for _ in range(num_updates // chunk):
         state, info = train_chunk(state, buffer)
     return state.agent, info
 
 
-def train_gridworld_fb(layout, num_updates, **config):
+def train_gridworld_fb(layout, num_updates, loop_seed=0, **config):
     env = GridWorld(layout)
     data = collect_uniform_dataset(env, num_steps=50_000, seed=0)
     buffer = ReplayBuffer.from_transitions(data)
@@ -54,7 +54,7 @@ def train_gridworld_fb(layout, num_updates, **config):
     agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
     info = {}
     if num_updates:
-        agent, info = train(agent, buffer, num_updates)
+        agent, info = train(agent, buffer, num_updates, loop_seed=loop_seed)
     return env, data, agent, info
 
 
@@ -270,3 +270,22 @@ def test_horizon_gamma_rule():
     assert horizon_gamma(44) ** 44 >= math.exp(-1) * 0.97
     with pytest.raises(ValueError, match="diameter"):
         horizon_gamma(1)
+
+
+@pytest.mark.slow
+def test_zero_shot_goal_reaching_corridor_maze():
+    # Issue 23: far goals on a corridor maze (shortest paths up to 44 moves). The horizon rule's
+    # gamma (1 - 1/44 = 0.977), the bilinear F and every training z a goal z (mix_ratio 1). At
+    # the same gamma with the default z mix success peaks at 0.85 (2k) and falls back (0.75 at 3k,
+    # 31+ band 0.14). Seeds as in `benchmarks/fb_gridworld.py --seed 0` (agent key 0, loop key 1),
+    # whose run gave 0.990 overall, 0.907 in the 31+ band at 3000 updates; later the far band drifts
+    # down (0.849 at 4k). Only this layout: CORRIDOR_MAZE_WIDE (diameter 54) does not meet the
+    # target with these settings in the budget measured (docs/fb_corridors.md).
+    gamma = horizon_gamma(int(GridWorld(CORRIDOR_MAZE).shortest_path_lengths().max()))
+    env, _, agent, _ = train_gridworld_fb(CORRIDOR_MAZE, 3000, loop_seed=1, z_dim=128, hidden_dim=256, feature_dim=256,
+                                          backward_hidden_dim=256, batch_size=512, tau=0.05, gamma=gamma, mix_ratio=1.0,
+                                          forward_arch="bilinear")
+    observations = jnp.eye(env.num_states)
+    by_band = goal_reaching_by_band(env, np.asarray(goal_policies(agent, observations, observations)))
+    print(f"corridor maze goal reaching by shortest-path band: {by_band}")
+    assert by_band["all"] >= 0.95 and by_band["31+"] >= 0.85, by_band
