@@ -1,6 +1,12 @@
-"""Four-rooms zero-shot goal reaching: FB's network F against the same objective with F a table.
+"""Gridworld zero-shot goal reaching: FB's network F against the same objective with F a table.
 
     python benchmarks/fb_gridworld.py [--updates 10000] [--every 2500] [--table-lr 0.03]
+    python benchmarks/fb_gridworld.py --layout corridor --forward-arch bilinear --gamma horizon --no-table
+
+`--layout` picks four-rooms (default) or one of the corridor mazes of issue 23
+(`offrl/envs/gridworld.py`); `--gamma horizon` takes gamma = 1 - 1 / diameter
+(`horizon_gamma`), a number sets it. Success is printed overall and by shortest-path band
+(1-10, 11-20, 21-30, 31+ moves) at every checkpoint.
 
 Issue 5 asks FB trained on uniform-policy data to reach the goal with z = B(goal) from at
 least 95% of (start, goal) pairs within 1.5x the shortest path. Both rows train on the
@@ -46,7 +52,16 @@ from agents.fb import (  # noqa: E402
     project_to_sphere,
 )
 from offrl.buffer import ReplayBuffer  # noqa: E402
-from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success  # noqa: E402
+from offrl.envs.gridworld import (  # noqa: E402
+    CORRIDOR_MAZE,
+    CORRIDOR_MAZE_WIDE,
+    FOUR_ROOMS,
+    GridWorld,
+    collect_uniform_dataset,
+    goal_reaching_by_band,
+    goal_reaching_success,
+    horizon_gamma,
+)
 from offrl.networks import polyak_update  # noqa: E402
 from offrl.train import LoopState, make_train_chunk  # noqa: E402
 
@@ -61,23 +76,33 @@ NETWORK_CONFIG = {
     "tau": 0.05,
 }
 
+LAYOUTS = {"four-rooms": FOUR_ROOMS, "corridor": CORRIDOR_MAZE, "corridor-wide": CORRIDOR_MAZE_WIDE}
 
-def network_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, every: int) -> list[float]:
-    """Success rate of `agents/fb.py` after every `every` updates."""
-    agent = FBAgent.create(NETWORK_CONFIG, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
-    state = LoopState.initial(agent, jax.random.PRNGKey(1), env.num_states)
+
+def network_checkpoints(
+    env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, config: dict[str, Any], seed: int = 0
+) -> list[dict[str, float]]:
+    """Success of `agents/fb.py` (overall and by shortest-path band) after every `every` updates."""
+    agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(seed), 2), jax.random.PRNGKey(seed))
+    state = LoopState.initial(agent, jax.random.PRNGKey(seed + 1), env.num_states)
     train_chunk = make_train_chunk(FBAgent, every)
     observations = jnp.eye(env.num_states)
     successes = []
-    for _ in range(updates // every):
+    start = time.perf_counter()
+    for chunk in range(updates // every):
         state, _ = train_chunk(state, buffer)
-        successes.append(goal_reaching_success(env, np.asarray(goal_policies(state.agent, observations, observations))))
+        successes.append(goal_reaching_by_band(env, np.asarray(goal_policies(state.agent, observations, observations))))
+        # Progress as it comes: a long run's first checkpoints are worth reading before it ends.
+        print(f"  {(chunk + 1) * every} updates, {time.perf_counter() - start:.0f} s: "
+              + ", ".join(f"{band} {value:.3f}" for band, value in successes[-1].items()), flush=True)
     return successes
 
 
-def table_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, learning_rate: float) -> list[float]:
+def table_checkpoints(
+    env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, learning_rate: float, config: dict[str, Any]
+) -> list[float]:
     """Success rate of FB with free F and B tables after every `every` updates."""
-    config = {**DEFAULT_CONFIG, **NETWORK_CONFIG}
+    config = {**DEFAULT_CONFIG, **config}
     num_states, d, radius = env.num_states, config["z_dim"], math.sqrt(config["z_dim"])
     forward_key, backward_key = jax.random.split(jax.random.PRNGKey(0))
     params = {
@@ -124,25 +149,48 @@ def table_checkpoints(env: GridWorld, buffer: ReplayBuffer, updates: int, every:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="four-rooms")
     parser.add_argument("--updates", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=2_500)
     parser.add_argument("--table-lr", type=float, default=0.03)
+    parser.add_argument("--no-table", action="store_true", help="skip the table-F run")
+    parser.add_argument("--forward-arch", choices=("concat", "bilinear"), default="concat")
+    parser.add_argument("--gamma", default=str(DEFAULT_CONFIG["gamma"]),
+                        help="a number, or 'horizon' for 1 - 1 / diameter of the layout")
+    parser.add_argument("--mix-ratio", type=float, default=DEFAULT_CONFIG["mix_ratio"])
+    parser.add_argument("--z-dim", type=int, default=NETWORK_CONFIG["z_dim"])
+    parser.add_argument("--seed", type=int, default=0, help="network initialisation and batches (the data stays seed 0)")
     args = parser.parse_args(argv)
     if args.updates % args.every:
         parser.error(f"--updates ({args.updates}) must be a multiple of --every ({args.every})")
-    env = GridWorld(FOUR_ROOMS)
+    env = GridWorld(LAYOUTS[args.layout])
+    diameter = int(env.shortest_path_lengths().max())
+    if args.gamma == "horizon":
+        gamma = horizon_gamma(diameter)
+    else:
+        try:
+            gamma = float(args.gamma)
+        except ValueError:
+            parser.error(f"--gamma must be a number or 'horizon', got {args.gamma!r}")
+    config = {**NETWORK_CONFIG, "gamma": gamma, "forward_arch": args.forward_arch, "mix_ratio": args.mix_ratio, "z_dim": args.z_dim}
     buffer = ReplayBuffer.from_transitions(collect_uniform_dataset(env, num_steps=50_000, seed=0))
     start = time.perf_counter()
-    network = network_checkpoints(env, buffer, args.updates, args.every)
+    network = network_checkpoints(env, buffer, args.updates, args.every, config, args.seed)
     network_seconds = time.perf_counter() - start
-    table = table_checkpoints(env, buffer, args.updates, args.every, args.table_lr)
+    table = [] if args.no_table else table_checkpoints(env, buffer, args.updates, args.every, args.table_lr, config)
     table_seconds = time.perf_counter() - start - network_seconds
-    print(f"four-rooms goal reaching, z = B(goal), within 1.5x the shortest path (target 0.95); "
-          f"network {network_seconds:.0f} s, table {table_seconds:.0f} s")
-    print("| updates | network F (agents/fb.py) | table F | network / table |")
-    print("|---|---|---|---|")
-    for i, (net, tab) in enumerate(zip(network, table)):
-        print(f"| {(i + 1) * args.every} | {net:.3f} | {tab:.3f} | {net / max(tab, 1e-9):.2f} |")
+    print(f"{args.layout} ({env.num_states} cells, diameter {diameter}) goal reaching, z = B(goal), within 1.5x the "
+          f"shortest path (target 0.95); {args.forward_arch} F, gamma {gamma:.4f}, mix_ratio {args.mix_ratio}, "
+          f"d={args.z_dim}, seed {args.seed}; network {network_seconds:.0f} s, table {table_seconds:.0f} s")
+    bands = [key for key in network[0] if key != "all"]
+    print("| updates | network F (agents/fb.py) | " + " | ".join(f"{band} moves" for band in bands)
+          + ("" if args.no_table else " | table F | network / table") + " |")
+    print("|---|---|" + "---|" * len(bands) + ("" if args.no_table else "---|---|"))
+    for i, net in enumerate(network):
+        row = f"| {(i + 1) * args.every} | {net['all']:.3f} | " + " | ".join(f"{net[band]:.3f}" for band in bands)
+        if not args.no_table:
+            row += f" | {table[i]:.3f} | {net['all'] / max(table[i], 1e-9):.2f}"
+        print(row + " |", flush=True)
 
 
 if __name__ == "__main__":

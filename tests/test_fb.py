@@ -1,3 +1,5 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,16 @@ from agents.fb import (
     orthonormality_loss,
 )
 from offrl.buffer import ReplayBuffer
-from offrl.envs.gridworld import FOUR_ROOMS, GridWorld, collect_uniform_dataset, goal_reaching_success
+from offrl.envs.gridworld import (
+    CORRIDOR_MAZE,
+    CORRIDOR_MAZE_WIDE,
+    FOUR_ROOMS,
+    GridWorld,
+    collect_uniform_dataset,
+    goal_reaching_by_band,
+    goal_reaching_success,
+    horizon_gamma,
+)
 from offrl.train import LoopState, make_train_chunk
 
 # Two 3x2 rooms joined by two doorways: 13 states, small enough to train in seconds.
@@ -26,16 +37,16 @@ TWO_ROOMS = """
 """
 
 
-def train(agent, buffer, num_updates, chunk=500):
+def train(agent, buffer, num_updates, chunk=500, loop_seed=0):
     """The training loop's fused updates, `chunk` per compiled call."""
     train_chunk = make_train_chunk(FBAgent, chunk)
-    state = LoopState.initial(agent, jax.random.PRNGKey(0), buffer.data["observations"].shape[-1])
+    state = LoopState.initial(agent, jax.random.PRNGKey(loop_seed), buffer.data["observations"].shape[-1])
     for _ in range(num_updates // chunk):
         state, info = train_chunk(state, buffer)
     return state.agent, info
 
 
-def train_gridworld_fb(layout, num_updates, **config):
+def train_gridworld_fb(layout, num_updates, loop_seed=0, **config):
     env = GridWorld(layout)
     data = collect_uniform_dataset(env, num_steps=50_000, seed=0)
     buffer = ReplayBuffer.from_transitions(data)
@@ -43,7 +54,7 @@ def train_gridworld_fb(layout, num_updates, **config):
     agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
     info = {}
     if num_updates:
-        agent, info = train(agent, buffer, num_updates)
+        agent, info = train(agent, buffer, num_updates, loop_seed=loop_seed)
     return env, data, agent, info
 
 
@@ -225,3 +236,56 @@ def test_zero_shot_goal_reaching_four_rooms():
     env, _, agent, _ = train_gridworld_fb(FOUR_ROOMS, 5000, z_dim=128, hidden_dim=256, feature_dim=256, backward_hidden_dim=256,
                                           batch_size=512, learning_rate=1e-3, tau=0.05, gamma=0.95, forward_arch="bilinear")
     assert goal_success_rate(env, agent) >= 0.95
+
+
+def optimal_goal_policies(env):
+    """[goal, state] moves along a shortest path (BFS distances)."""
+    D = env.shortest_path_lengths()
+    next_distance = D[env._next_state]  # [state, action, goal]
+    return next_distance.argmin(axis=1).T
+
+
+@pytest.mark.parametrize("layout, cells, diameter", [(CORRIDOR_MAZE, 59, 44), (CORRIDOR_MAZE_WIDE, 71, 54)])
+def test_corridor_mazes_and_band_success(layout, cells, diameter):
+    env = GridWorld(layout)
+    D = env.shortest_path_lengths()
+    assert env.num_states == cells and D.max() == diameter and (D >= 0).all()
+    degree = (env._next_state != np.arange(env.num_states)[:, None]).sum(1)
+    assert (degree == 1).sum() >= 5 and (degree >= 3).sum() >= 3  # dead ends and junctions
+    # Perfect maze: one path between any two cells, so free cells - 1 corridor links.
+    assert degree.sum() // 2 == env.num_states - 1
+    optimal = optimal_goal_policies(env)
+    assert goal_reaching_by_band(env, optimal) == {"all": 1.0, "1-10": 1.0, "11-20": 1.0, "21-30": 1.0, "31+": 1.0}
+    # Optimal only towards goals within 10 moves, else the opposite move: in a tree every neighbour
+    # but the one on the path is farther, so far goals are never reached and the bands are told apart.
+    stuck = np.where(D.T <= 10, optimal, (optimal + 2) % 4)
+    by_band = goal_reaching_by_band(env, stuck)
+    assert by_band["1-10"] == 1.0 and by_band["31+"] == 0.0 and by_band["21-30"] == 0.0
+    near = ((D > 0) & (D <= 10)).sum() / (D > 0).sum()
+    assert by_band["all"] == pytest.approx(near) == pytest.approx(goal_reaching_success(env, stuck))
+
+
+def test_horizon_gamma_rule():
+    assert horizon_gamma(20) == pytest.approx(0.95)  # four-rooms: the slow test's gamma
+    assert horizon_gamma(44) ** 44 >= math.exp(-1) * 0.97
+    with pytest.raises(ValueError, match="diameter"):
+        horizon_gamma(1)
+
+
+@pytest.mark.slow
+def test_zero_shot_goal_reaching_corridor_maze():
+    # Issue 23: far goals on a corridor maze (shortest paths up to 44 moves). The horizon rule's
+    # gamma (1 - 1/44 = 0.977), the bilinear F and every training z a goal z (mix_ratio 1). At
+    # the same gamma with the default z mix success peaks at 0.85 (2k) and falls back (0.75 at 3k,
+    # 31+ band 0.14). Seeds as in `benchmarks/fb_gridworld.py --seed 0` (agent key 0, loop key 1),
+    # whose run gave 0.990 overall, 0.907 in the 31+ band at 3000 updates; later the far band drifts
+    # down (0.849 at 4k). Only this layout: CORRIDOR_MAZE_WIDE (diameter 54) does not meet the
+    # target with these settings in the budget measured (docs/fb_corridors.md).
+    gamma = horizon_gamma(int(GridWorld(CORRIDOR_MAZE).shortest_path_lengths().max()))
+    env, _, agent, _ = train_gridworld_fb(CORRIDOR_MAZE, 3000, loop_seed=1, z_dim=128, hidden_dim=256, feature_dim=256,
+                                          backward_hidden_dim=256, batch_size=512, tau=0.05, gamma=gamma, mix_ratio=1.0,
+                                          forward_arch="bilinear")
+    observations = jnp.eye(env.num_states)
+    by_band = goal_reaching_by_band(env, np.asarray(goal_policies(agent, observations, observations)))
+    print(f"corridor maze goal reaching by shortest-path band: {by_band}")
+    assert by_band["all"] >= 0.95 and by_band["31+"] >= 0.85, by_band

@@ -34,6 +34,45 @@ FOUR_ROOMS = """
 #############
 """
 
+# Corridor mazes for goal reaching over long horizons (issue 23): perfect mazes (one path
+# between any two cells) carved by a seeded depth-first search on a grid of 2x2 blocks, so
+# they are all corridors, junctions and dead ends. CORRIDOR_MAZE: 59 free cells, 6 dead
+# ends, 4 junctions, shortest paths up to 44 moves (mean 15.9). CORRIDOR_MAZE_WIDE: 71
+# free cells, 5 dead ends, 3 junctions, shortest paths up to 54 moves (mean 19.2).
+CORRIDOR_MAZE = """
+#############
+#...#.......#
+###.#####.#.#
+#...#.....#.#
+#.###.#####.#
+#.#...#...#.#
+#.###.#.###.#
+#.....#.#...#
+#######.#.###
+#...........#
+#############
+"""
+
+CORRIDOR_MAZE_WIDE = """
+#############
+#.#.........#
+#.#######.###
+#.......#...#
+#######.#.#.#
+#...#...#.#.#
+###.#.#####.#
+#...#.....#.#
+#.#######.#.#
+#.#.......#.#
+#.#.#######.#
+#...........#
+#############
+"""
+
+# Shortest-path bands (inclusive move counts) in which goal-reaching success is reported:
+# far goals are where a short horizon fails, and an overall rate hides them.
+DISTANCE_BANDS: tuple[tuple[int, int], ...] = ((1, 10), (11, 20), (21, 30), (31, 10**9))
+
 # Row and column offsets of the four actions, in the action-index order up, right, down, left.
 ACTION_OFFSETS = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]], dtype=np.int64)
 
@@ -165,9 +204,20 @@ class GridWorld(gym.Env):
         return self.observe(self._state), float(reached), bool(reached), bool(truncated), {"state": self._state}
 
 
-def goal_reaching_success(env: GridWorld, policies: np.ndarray, slack: float = 1.5) -> float:
-    """Fraction of (start, goal != start) pairs from which the moves `policies[goal, state]`
-    (int [num_states, num_states]) reach the goal within floor(slack x shortest path)."""
+def horizon_gamma(diameter: int) -> float:
+    """The discount whose horizon 1 / (1 - gamma) equals the layout's diameter (its longest
+    shortest path): gamma = 1 - 1 / diameter, so the farthest goal keeps gamma^diameter
+    >= about e^-1 of its value. Four-rooms (diameter 20) gives 0.95, where FB's bilinear F
+    meets its target; a longer gamma shrinks the action gaps, which are 1 - gamma of the
+    value, and a shorter one buries far goals under F's error (docs/fb_corridors.md)."""
+    if diameter < 2:
+        raise ValueError(f"diameter must be at least 2 moves, got {diameter}")
+    return 1.0 - 1.0 / diameter
+
+
+def goal_reaching_outcomes(env: GridWorld, policies: np.ndarray, slack: float = 1.5) -> np.ndarray:
+    """Bool [goal, start]: whether the moves `policies[goal, state]` (int [num_states,
+    num_states]) reach the goal from the start within floor(slack x shortest path)."""
     distances = env.shortest_path_lengths()
     goals = np.arange(env.num_states)[:, None]
     states = np.broadcast_to(np.arange(env.num_states)[None, :], distances.shape).copy()
@@ -177,8 +227,30 @@ def goal_reaching_success(env: GridWorld, policies: np.ndarray, slack: float = 1
         moving = ~reached & (step < budgets)
         states = np.where(moving, env._next_state[states, policies[goals, states]], states)
         reached |= moving & (states == goals)
-    pairs = goals != np.arange(env.num_states)[None, :]
+    return reached
+
+
+def goal_reaching_success(env: GridWorld, policies: np.ndarray, slack: float = 1.5) -> float:
+    """Fraction of (start, goal != start) pairs from which the moves `policies[goal, state]`
+    (int [num_states, num_states]) reach the goal within floor(slack x shortest path)."""
+    reached = goal_reaching_outcomes(env, policies, slack)
+    pairs = ~np.eye(env.num_states, dtype=bool)
     return float(reached[pairs].mean())
+
+
+def goal_reaching_by_band(
+    env: GridWorld, policies: np.ndarray, slack: float = 1.5, bands: tuple[tuple[int, int], ...] = DISTANCE_BANDS
+) -> dict[str, float]:
+    """Success over all (start, goal != start) pairs ("all") and within each shortest-path
+    band ("1-10", ..., "31+"); bands the layout has no pairs in are left out."""
+    reached = goal_reaching_outcomes(env, policies, slack)
+    distances = env.shortest_path_lengths().T  # [goal, start], as `reached`
+    result = {"all": float(reached[distances > 0].mean())}
+    for low, high in bands:
+        in_band = (distances >= low) & (distances <= high)
+        if in_band.any():
+            result[f"{low}+" if high >= 10**9 else f"{low}-{high}"] = float(reached[in_band].mean())
+    return result
 
 
 def collect_uniform_dataset(env: GridWorld, num_steps: int, seed: int, episode_length: int = 100) -> Transitions:
