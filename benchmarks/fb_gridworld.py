@@ -99,10 +99,16 @@ def network_checkpoints(
 
 
 def table_checkpoints(
-    env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, learning_rate: float, config: dict[str, Any]
+    env: GridWorld,
+    buffer: ReplayBuffer,
+    updates: int,
+    every: int,
+    learning_rate: float,
+    config: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Success rate of FB with free F and B tables after every `every` updates."""
-    config = {**DEFAULT_CONFIG, **config}
+    """Success rate of FB with free F and B tables after every `every` updates (`config`
+    overrides the network run's settings, `NETWORK_CONFIG` by default)."""
+    config = {**DEFAULT_CONFIG, **(NETWORK_CONFIG if config is None else config)}
     num_states, d, radius = env.num_states, config["z_dim"], math.sqrt(config["z_dim"])
     forward_key, backward_key = jax.random.split(jax.random.PRNGKey(0))
     params = {
