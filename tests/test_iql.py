@@ -74,6 +74,22 @@ def test_critic_regresses_on_td_target():
     np.testing.assert_allclose(q, batch["rewards"], atol=0.1)
 
 
+def train_actor_alone(agent, batch: dict[str, jax.Array], steps: int):
+    """`steps` Adam(1e-2) steps on the actor loss only (zero advantages), critic held fixed."""
+    tx = optax.adam(1e-2)
+    params, opt_state = agent.actor.params, tx.init(agent.actor.params)
+
+    @jax.jit
+    def step(params, opt_state):
+        grads, _ = jax.grad(agent.actor_loss, has_aux=True)(params, batch, jnp.zeros(len(batch["rewards"])))
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    for _ in range(steps):
+        params, opt_state = step(params, opt_state)
+    return agent.replace(actor=agent.actor.replace(params=params))
+
+
 def test_pure_ddpg_actor_converges_to_argmax_of_quadratic_q():
     agent = make_agent("iql-ddpg", actor_lr=1e-2, actor_lr_schedule="constant", bc_weight=0.0)
     optimum = jnp.array([0.5, -0.3])
@@ -84,19 +100,7 @@ def test_pure_ddpg_actor_converges_to_argmax_of_quadratic_q():
 
     agent = agent.replace(critic=agent.critic.replace(apply_fn=quadratic_q))
     batch = random_batch(seed=2)
-    tx = optax.adam(1e-2)
-    params = agent.actor.params
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state):
-        grads, _ = jax.grad(agent.actor_loss, has_aux=True)(params, batch, jnp.zeros(256))
-        updates, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state
-
-    for _ in range(500):
-        params, opt_state = step(params, opt_state)
-    trained = agent.replace(actor=agent.actor.replace(params=params))
+    trained = train_actor_alone(agent, batch, steps=500)
     actions = trained.sample_actions(batch["observations"], jax.random.PRNGKey(0), deterministic=True)
     np.testing.assert_allclose(actions, np.broadcast_to(optimum, actions.shape), atol=0.02)
 
@@ -186,18 +190,7 @@ def test_bc_weight_pulls_the_ddpg_actor_to_the_data_action():
     agent = agent.replace(critic=agent.critic.replace(apply_fn=lambda v, o, a: jnp.ones((2, o.shape[0]))))
     batch = random_batch(seed=4)
     batch["actions"] = jnp.broadcast_to(jnp.array([0.3, -0.6]), batch["actions"].shape)
-    tx = optax.adam(1e-2)
-    params, opt_state = agent.actor.params, tx.init(agent.actor.params)
-
-    @jax.jit
-    def step(params, opt_state):
-        grads, _ = jax.grad(agent.actor_loss, has_aux=True)(params, batch, jnp.zeros(256))
-        updates, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state
-
-    for _ in range(300):
-        params, opt_state = step(params, opt_state)
-    actions = agent.replace(actor=agent.actor.replace(params=params)).sample_actions(
+    actions = train_actor_alone(agent, batch, steps=300).sample_actions(
         batch["observations"], jax.random.PRNGKey(0), deterministic=True
     )
     np.testing.assert_allclose(actions, np.broadcast_to([0.3, -0.6], actions.shape), atol=0.02)
