@@ -74,12 +74,7 @@ class Checkpointer:
 
     def __init__(self, run_dir: Path, keep: int = 3, meta: dict[str, Any] | None = None) -> None:
         self.directory = Path(run_dir) / "checkpoints"
-        if is_legacy(self.directory):
-            raise FileNotFoundError(
-                f"{self.directory} holds checkpoints in the layout before self-contained checkpoints "
-                "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
-                "(its dataset must be present) or start a new run"
-            )
+        check_resumable(run_dir)
         self.manager = _manager(self.directory, keep)
         self.meta = dict(meta or {})
 
@@ -98,6 +93,17 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to train on in a run directory (or any of its seed directories) in the older layout."""
+    for directory in [Path(run_dir), *sorted(Path(run_dir).glob("seed*"))]:
+        if is_legacy(directory / "checkpoints"):
+            raise FileNotFoundError(
+                f"{directory / 'checkpoints'} holds checkpoints in the layout before self-contained checkpoints "
+                "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
+                "(its dataset must be present) or start a new run"
+            )
 
 
 def is_legacy(directory: Path) -> bool:

@@ -337,6 +337,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> dict[str, A
     is a ConfigError naming the key (it would silently not be the run it claims to be)."""
     run_dir = Path(run_dir)
     saved = ckpt.load_config(run_dir)
+    ckpt.check_resumable(run_dir)
     overrides = dict(overrides)
     file_path = overrides.pop("config", None)
     if file_path:
