@@ -106,6 +106,14 @@ def check_resumable(run_dir: Path) -> None:
             )
 
 
+def saved_step(run_dir: Path) -> int | None:
+    """The step a resume of `run_dir` restores: its latest checkpoint, the oldest of its
+    seeds' latest ones for a multi-seed run; None before the first checkpoint."""
+    seed_dirs = sorted(Path(run_dir).glob("seed*/checkpoints"))
+    latest = [_steps(directory)[-1] if _steps(directory) else None for directory in seed_dirs or [Path(run_dir) / "checkpoints"]]
+    return None if None in latest else min(latest)
+
+
 def is_legacy(directory: Path) -> bool:
     """Whether RUN_DIR/checkpoints holds the old two-manager layout (latest/, best/)."""
     return any((Path(directory) / name).is_dir() for name in LEGACY_MANAGERS)

@@ -356,6 +356,9 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> dict[str, A
                 f"start a new run to change {key}"
             )
         cfg.merge(config, {key: value}, f"--resume {run_dir}")
+    reached = ckpt.saved_step(run_dir)
+    if reached is not None and config["steps"] < reached:
+        raise cfg.ConfigError(f"--steps {config['steps']} is below step {reached} the run has reached: give --steps {reached} or more")
     config.update(resume=str(run_dir), run_dir=str(run_dir))
     cfg.validate(config)
     return config
@@ -418,10 +421,8 @@ def boundaries(total: int, *intervals: int) -> list[int]:
 
 
 def resumed_from(checkpointer: ckpt.Checkpointer, step: int, steps: int, agent_defaults: dict[str, Any]) -> dict[str, float]:
-    """Check a resume from `step` to `steps` updates, say what it changes, and return the run's
+    """Say what a resume from `step` to `steps` updates changes, and return the run's
     time up to `step` as its checkpoint recorded it."""
-    if steps < step:
-        raise cfg.ConfigError(f"--steps {steps} is below step {step} the run has reached: give --steps {step} or more")
     meta = ckpt.read_meta(checkpointer.directory, step)
     before = int(meta["config"]["steps"])
     print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
