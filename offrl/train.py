@@ -324,7 +324,7 @@ def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
 
 # Keys a resumed run may change: they decide how long it trains and when it evaluates,
 # checkpoints and logs, not what an update computes. (`steps` also sets the length of a
-# learning-rate schedule that depends on it, which `check_resume_step` points out.)
+# learning-rate schedule that depends on it, which `resumed_from` points out.)
 RESUME_SAFE_KEYS = (
     "steps", "eval_interval", "eval_episodes", "eval_deterministic", "checkpoint_interval", "keep_checkpoints",
     "updates_per_call", "wandb",
