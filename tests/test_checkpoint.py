@@ -142,3 +142,34 @@ def test_resolve_config_of_a_legacy_run_is_refused_before_anything_is_written(fi
     with pytest.raises(FileNotFoundError, match="layout before self-contained checkpoints"):
         run(resolve_config({"resume": str(legacy), "steps": 400}), progress=False)
     assert (legacy / "config.json").read_text() == before
+
+
+def test_env_records_rebuild_the_env_without_the_dataset():
+    """Built-in envs are stored by factory; others (e.g. a Minari dataset's recorded env) by
+    their gymnasium EnvSpec; a factory outside the allowed list is never imported."""
+    import functools
+
+    import gymnasium as gym
+
+    from offrl.data.registry import DatasetSpec
+    from offrl.envs import make_env
+
+    def spec_of(factory):
+        return DatasetSpec(name="x", family="minari", env_factory=factory, ref_min_score=0.0, ref_max_score=1.0,
+                           goal_conditioned=False)
+
+    by_factory = ckpt.env_record(spec_of(functools.partial(make_env, "CartPole-v1")))
+    assert by_factory["factory"] == {"function": "offrl.envs:make_env", "args": ["CartPole-v1"], "kwargs": {}}
+    by_gym_spec = ckpt.env_record(spec_of(lambda **kwargs: gym.make("CartPole-v1", max_episode_steps=50, **kwargs)))
+    assert by_gym_spec["factory"] is None and by_gym_spec["gym_spec"] is not None
+    for record in (by_factory, by_gym_spec):
+        record = json.loads(json.dumps(record))
+        assert record["observation_space"]["shape"] == [4] and record["action_space"] == {"type": "Discrete", "n": 2, "start": 0}
+        spec = ckpt.spec_from_record(record)
+        assert (spec.name, spec.ref_max_score) == ("x", 1.0)
+        env = spec.env_factory()
+        assert env.observation_space.shape == (4,)
+        env.close()
+    assert ckpt.spec_from_record(by_gym_spec).env_factory().spec.max_episode_steps == 50
+    with pytest.raises(ValueError, match="not one of"):
+        ckpt.spec_from_record({**by_factory, "factory": {"function": "os:system", "args": ["true"], "kwargs": {}}})
