@@ -1,7 +1,10 @@
 """Train an agent: python scripts/train.py --agent iql-ddpg [--dataset ID_OR_FILE] [--key value ...]
 
 Every config key can be overridden as --key value or --key=value (see offrl/config.py and
-configs/); --config FILE.yaml merges a preset; --resume RUN_DIR continues a killed run.
+configs/); --config FILE.yaml merges a preset. --resume RUN_DIR continues a killed or
+finished run from its latest checkpoint; --steps N with it extends the run to N updates.
+With --resume, keys that change only when the run evaluates, checkpoints and logs may be
+given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 Exit status 0 on success; otherwise one line on stderr says why.
 """
 
