@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
@@ -27,8 +27,10 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from offrl.buffer import ReplayBuffer
 from offrl.networks import DeterministicPolicy, ValueNetwork, polyak_update
+
+if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
+    from offrl.buffer import ReplayBuffer
 
 
 @dataclasses.dataclass(frozen=True)
