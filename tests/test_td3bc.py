@@ -201,6 +201,9 @@ def test_a_rejected_config_leaves_no_run_directory(small_pointmaze_id, tmp_path)
 
 @pytest.mark.slow
 def test_td3bc_reaches_the_pointmaze_goals(small_pointmaze_id, tmp_path):
+    """The default path (registry, preset with state normalization, fused loop, evaluation) on the
+    5000-step goal-conditioned umaze. Measured at commit 670789f: seeds 0 and 1 both normalized
+    100.0, success 1.00 (117 and 115 steps to the goal); after 1 update: 0.0, success 0.00."""
     config = resolve_config(
         {
             "agent": "td3bc",
@@ -214,4 +217,5 @@ def test_td3bc_reaches_the_pointmaze_goals(small_pointmaze_id, tmp_path):
         }
     )
     summary = run(config, progress=False)
-    assert summary["success_rate"] >= 0.5
+    assert config["normalize_observations"]
+    assert summary["success_rate"] >= 0.9 and summary["normalized_score"] >= 80.0
