@@ -137,7 +137,7 @@ def make_buffer(n: int = 512, seed: int = 0) -> ReplayBuffer:
 
 def test_the_fused_loop_scans_and_vmaps_seeds_with_the_delay_inside():
     buffer = make_buffer()
-    example = {name: column[:64] for name, column in buffer.data.items()}
+    example = random_batch(n=64)  # the same shapes as the buffer's rows
     states = [
         jax.tree_util.tree_map(jnp.asarray, LoopState.initial(make_agent(example, seed=seed), jax.random.PRNGKey(seed), 4))
         for seed in (0, 1)
