@@ -24,6 +24,7 @@ REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "reinforce": ("agents.reinforce", "ReinforceAgent", {}),
     "sr": ("agents.sr", "SRAgent", {}),
     "fb": ("agents.fb", "FBAgent", {}),
+    "td3bc": ("agents.td3bc", "TD3BCAgent", {}),
 }
 
 

@@ -1,0 +1,180 @@
+"""TD3+BC (Fujimoto & Gu, 2021): TD3 with a behaviour-cloning term in the actor loss.
+
+Critic: twin Q trained towards r + discount * (1 - terminal) * min_i Q'_i(s', a'), where
+a' = clip(pi'(s') + clip(noise, -actor_noise_clip, actor_noise_clip), -1, 1) comes from the
+target actor with Gaussian noise of std `actor_noise` (target policy smoothing).
+Actor, every `policy_delay`-th update only (the authors' `total_it % policy_freq == 0`, so
+updates 2, 4, ...): -lambda * Q_1(s, pi(s)) + mean((pi(s) - a)^2), lambda = alpha /
+stop_grad(mean |Q_1|), with pi = tanh(mu). The target actor and critics move by Polyak
+averaging on the same steps. The delay is a `lax.cond` inside the jitted update, so the
+training loop's fused `lax.scan` runs this agent as it runs any other.
+
+Follows the authors' code (github.com/sfujim/TD3_BC) where the paper is silent: Q_1 (not
+the min) in the actor loss, the BC term a mean over batch and action dimensions. The paper's
+state normalization is the run option `normalize_observations` (the td3bc presets set it).
+Networks are offrl's shared ones (GELU, fan-avg uniform init), not the paper's ReLU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from offrl.networks import DeterministicPolicy, ValueNetwork, polyak_update
+
+if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
+    from offrl.buffer import ReplayBuffer
+
+
+@dataclasses.dataclass(frozen=True)
+class TD3BCConfig:
+    """The hyperparameters, defaults from the paper (Fujimoto & Gu, 2021, table 4)."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)  # hidden layers of the actor and of each Q head
+    actor_lr: float = 3e-4  # Adam step size of the actor
+    critic_lr: float = 3e-4  # Adam step size of the twin critic
+    batch_size: int = 256  # dataset rows per update
+    discount: float = 0.99  # gamma of the TD target
+    tau: float = 0.005  # Polyak rate of the target actor and critic, applied on actor-update steps
+    actor_noise: float = 0.2  # std of the target policy smoothing noise (the paper's policy noise)
+    actor_noise_clip: float = 0.5  # the smoothing noise is clipped to +- this before the action is
+    policy_delay: int = 2  # critic updates per actor and target update (the paper's d)
+    alpha: float = 2.5  # weight of the Q term against BC: lambda = alpha / mean |Q|
+
+    def __post_init__(self) -> None:
+        # Checked here as well as by offrl.config, so agents built in code fail the same way.
+        object.__setattr__(self, "hidden_dims", tuple(int(width) for width in self.hidden_dims))
+        for name in ("actor_lr", "critic_lr", "alpha"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"td3bc config key {name!r} must be a number > 0, got {getattr(self, name)!r}")
+        for name in ("discount", "tau"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"td3bc config key {name!r} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("actor_noise", "actor_noise_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"td3bc config key {name!r} must be a number >= 0, got {getattr(self, name)!r}")
+        for name in ("batch_size", "policy_delay"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"td3bc config key {name!r} must be an integer >= 1, got {value!r}")
+
+
+# The registry and offrl.config read agents' defaults as a flat dict.
+DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(TD3BCConfig())
+
+
+def smoothed_target_actions(mean_actions: jax.Array, key: jax.Array, noise: float, noise_clip: float) -> jax.Array:
+    """Target policy smoothing: clip(pi'(s') + clip(N(0, noise^2), +-noise_clip), -1, 1)."""
+    smoothing = jnp.clip(noise * jax.random.normal(key, mean_actions.shape), -noise_clip, noise_clip)
+    return jnp.clip(mean_actions + smoothing, -1.0, 1.0)
+
+
+def critic_loss(q: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
+    """Sum over the twin heads of the mean squared TD error; q: [2, batch], target: [batch]."""
+    loss = ((q - target) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q": q.mean(), "td_target": target.mean()}
+
+
+def td3bc_actor_loss(
+    q_policy: jax.Array, policy_actions: jax.Array, data_actions: jax.Array, alpha: float
+) -> tuple[jax.Array, dict]:
+    """-lambda * mean Q(s, pi(s)) + mean (pi(s) - a)^2 with lambda = alpha / stop_grad(mean |Q|)."""
+    lam = alpha / jax.lax.stop_gradient(jnp.abs(q_policy).mean() + 1e-6)  # 1e-6: Q may start at 0
+    bc = ((policy_actions - data_actions) ** 2).mean()
+    loss = -lam * q_policy.mean() + bc
+    return loss, {"actor_loss": loss, "q_policy": q_policy.mean(), "bc_mse": bc, "lambda": lam}
+
+
+class TD3BCAgent(flax.struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    target_actor_params: Any
+    target_critic_params: Any
+    rng: jax.Array  # smoothing noise; split once per update
+    config: TD3BCConfig = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> TD3BCAgent:
+        config = TD3BCConfig(**config)
+        observations = jnp.asarray(example_batch["observations"][:1])
+        actions = jnp.asarray(example_batch["actions"][:1])
+        actor_key, critic_key, rng = jax.random.split(key, 3)
+        actor_net = DeterministicPolicy(config.hidden_dims, actions.shape[-1])
+        critic_net = ValueNetwork(config.hidden_dims, num_heads=2)
+        actor_params = actor_net.init(actor_key, observations)["params"]
+        critic_params = critic_net.init(critic_key, observations, actions)["params"]
+        return cls(
+            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=optax.adam(config.actor_lr)),
+            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=optax.adam(config.critic_lr)),
+            target_actor_params=actor_params,
+            target_critic_params=critic_params,
+            rng=rng,
+            config=config,
+        )
+
+    @staticmethod
+    def sample_batch(buffer: ReplayBuffer, key: jax.Array, config: TD3BCConfig) -> dict[str, jax.Array]:
+        # The loop's default reads config["batch_size"]; this config is a dataclass.
+        return buffer.sample(key, config.batch_size)
+
+    def policy(self, actor_params: Any, observations: jax.Array) -> jax.Array:
+        return jnp.tanh(self.actor.apply_fn({"params": actor_params}, observations))
+
+    def actor_loss(self, actor_params: Any, critic_params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+        policy_actions = self.policy(actor_params, batch["observations"])
+        q_policy = self.critic.apply_fn({"params": critic_params}, batch["observations"], policy_actions)[0]
+        return td3bc_actor_loss(q_policy, policy_actions, batch["actions"], self.config.alpha)
+
+    @jax.jit
+    def update(self, batch: dict[str, jax.Array]) -> tuple[TD3BCAgent, dict]:
+        config = self.config
+        rng, noise_key = jax.random.split(self.rng)
+        next_actions = smoothed_target_actions(
+            self.policy(self.target_actor_params, batch["next_observations"]),
+            noise_key,
+            config.actor_noise,
+            config.actor_noise_clip,
+        )
+        next_q = self.critic.apply_fn({"params": self.target_critic_params}, batch["next_observations"], next_actions).min(0)
+        td_target = batch["rewards"] + config.discount * (1.0 - batch["terminals"]) * next_q
+
+        def critic_objective(params: Any) -> tuple[jax.Array, dict]:
+            return critic_loss(self.critic.apply_fn({"params": params}, batch["observations"], batch["actions"]), td_target)
+
+        critic_grads, critic_info = jax.grad(critic_objective, has_aux=True)(self.critic.params)
+        critic = self.critic.apply_gradients(grads=critic_grads)
+
+        # critic.step counts updates from 1, so the actor moves on updates policy_delay, 2 * policy_delay, ...
+        def actor_step() -> tuple[TrainState, Any, Any, dict]:
+            grads, info = jax.grad(self.actor_loss, has_aux=True)(self.actor.params, critic.params, batch)
+            actor = self.actor.apply_gradients(grads=grads)
+            return (
+                actor,
+                polyak_update(actor.params, self.target_actor_params, config.tau),
+                polyak_update(critic.params, self.target_critic_params, config.tau),
+                info,
+            )
+
+        def hold() -> tuple[TrainState, Any, Any, dict]:
+            # The loss is still reported (forward pass only), so every step logs the same keys.
+            _, info = self.actor_loss(self.actor.params, critic.params, batch)
+            return self.actor, self.target_actor_params, self.target_critic_params, info
+
+        actor, target_actor, target_critic, actor_info = jax.lax.cond(critic.step % config.policy_delay == 0, actor_step, hold)
+        agent = self.replace(
+            actor=actor, critic=critic, target_actor_params=target_actor, target_critic_params=target_critic, rng=rng
+        )
+        return agent, {**critic_info, **actor_info}
+
+    @functools.partial(jax.jit, static_argnames=("deterministic",))
+    def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
+        """tanh(mu(s)) whether deterministic or not: offline, TD3+BC adds no exploration noise."""
+        del key
+        return self.policy(self.actor.params, observations)

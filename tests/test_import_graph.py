@@ -1,0 +1,36 @@
+"""benchmarks/import_graph.py: edge kinds and the cycles it reports (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import import_graph  # noqa: E402
+
+
+def write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_runtime_cycles_are_found_and_annotation_imports_are_not_edges(tmp_path):
+    write(tmp_path, "offrl/__init__.py", "")
+    write(tmp_path, "offrl/a.py", "from offrl import b\nfrom offrl.c import thing\n")
+    write(tmp_path, "offrl/b.py", "def later():\n    import offrl.a\n")
+    write(tmp_path, "offrl/c.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from offrl.a import x\nthing = 1\n")
+    write(tmp_path, "agents/__init__.py", "")
+    write(tmp_path, "agents/new.py", "from offrl.a import y\nfrom .__init__ import z\n")
+    edges = import_graph.import_edges(import_graph.module_paths(tmp_path))
+    assert edges["offrl.a"] == {"offrl.b": "", "offrl.c": ""}
+    assert edges["offrl.b"] == {"offrl.a": "*"} and edges["offrl.c"] == {"offrl.a": "+"}
+    assert edges["agents.new"] == {"offrl.a": "", "agents": ""}
+    runtime = {m: {t for t, kind in targets.items() if kind != "+"} for m, targets in edges.items()}
+    assert import_graph.cycles(runtime) == [["offrl.a", "offrl.b"]]
+
+
+def test_the_one_file_agent_needs_only_the_shared_networks_at_run_time():
+    edges = import_graph.import_edges(import_graph.module_paths(Path(__file__).resolve().parent.parent))
+    assert edges["agents.td3bc"] == {"offrl.networks": "", "offrl.buffer": "+"}
