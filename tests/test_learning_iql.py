@@ -2,8 +2,9 @@
 dataset (`offrl/pointmaze/umaze-v1` data, the default dataset's task; fixed seeds, CPU budget).
 
 A uniform random policy reaches the goal in 0-7% of 30 evaluation episodes (5 evaluation seeds,
-at most 2 of 30). Measured at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes):
-see MEASURED below; the assertion leaves room for other hardware's floating-point differences.
+at most 2 of 30). Measured at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes,
+commit 3c82b99, twice): success 1.00 for awr, ddpg and dawr (steps to the goal 118 / 108 / 103);
+the 0.8 bound leaves room for other hardware's floating-point differences.
 """
 
 from __future__ import annotations
@@ -40,4 +41,4 @@ def test_iql_reaches_the_umaze_goals(agent, umaze_v1_100k_id, tmp_path):
         }
     )
     summary = run(config, progress=False)
-    assert summary["success_rate"] >= 0.5 > RANDOM_SUCCESS_RATE
+    assert summary["success_rate"] >= 0.8 > RANDOM_SUCCESS_RATE
