@@ -3,7 +3,7 @@ dataset (`offrl/pointmaze/umaze-v1` data, the default dataset's task; fixed seed
 
 A uniform random policy reaches the goal in 0-7% of 30 evaluation episodes (5 evaluation seeds,
 at most 2 of 30). Measured at this budget (128x128, 6k updates, 100k-step dataset, 30 episodes,
-commit 3c82b99, twice): success 1.00 for awr, ddpg and dawr (steps to the goal 118 / 108 / 103);
+commit 3c82b99): success 1.00 for awr, ddpg and dawr (steps to the goal 118 / 108 / 103);
 the 0.8 bound leaves room for other hardware's floating-point differences.
 """
 
