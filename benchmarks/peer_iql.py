@@ -1,7 +1,7 @@
 """offrl's IQL (AWR extraction) against d3rlpy 2.8.1's IQL: the same rows, settings and evaluation.
 
     pip install -e ".[peers]" && pip install --no-deps d3rlpy==2.8.1   # see pyproject.toml (torch CPU)
-    python benchmarks/peer_iql.py [--dataset offrl/maze2d/umaze-v0] [--seeds 0,1] [--steps 20000]
+    python benchmarks/peer_iql.py [--dataset offrl/pointmaze/umaze-v1] [--seeds 0,1] [--steps 20000]
 
 Both learners see the same transitions: offrl's rows are converted to a d3rlpy
 `MDPDataset` episode by episode. d3rlpy reads an episode as a list of observations and
@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import yaml
 
+from offrl.config import DEFAULT_DATASET
 from offrl.data import load_dataset
 from offrl.data.transitions import Transitions
 from offrl.envs import make_eval_vector_env, normalized_score
@@ -242,7 +243,7 @@ def parse_extra(pairs: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="offrl/maze2d/umaze-v0")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}, the main job's")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
     parser.add_argument("--steps", type=int, default=20_000, help="gradient updates per learner and seed")
     parser.add_argument("--eval-episodes", type=int, default=50)

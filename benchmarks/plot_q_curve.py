@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: mean Q {values[-1]:.2f} at {steps[-1]}, rise over the last 20%: {tail[-1] - tail[0]:.2f}")
     for bound in sorted(bounds):
         axis.axhline(bound, linestyle="--", color="grey")
-        axis.text(0, bound, f"r_max/(1-gamma) = {bound:.0f}", va="bottom", fontsize=8)
+        # x in axes coordinates: the label stays inside the plot whatever step the curves start at.
+        axis.text(0.01, bound, f"r_max/(1-gamma) = {bound:.0f}", va="bottom", fontsize=8, transform=axis.get_yaxis_transform())
     axis.set_xlabel("updates")
     axis.set_ylabel("mean Q(s, a) on dataset batches")
     axis.set_yscale("symlog", linthresh=1.0)

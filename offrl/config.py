@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_DATASET = "offrl/maze2d/umaze-v0"
+DEFAULT_DATASET = "offrl/pointmaze/umaze-v1"
 
 RUN_DEFAULTS: dict[str, Any] = {
     "agent": "iql-ddpg",

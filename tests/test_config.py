@@ -92,6 +92,16 @@ def test_hdf5_without_env_names_the_flag_and_leaves_no_run_directory(tmp_path, m
     assert not run_dir.exists()
 
 
+def test_default_command_trains_on_the_goal_conditioned_umaze():
+    """`python scripts/train.py --agent iql-ddpg` with nothing else: the goal-conditioned umaze data
+    with the pointmaze preset's CPU budget, which the README's 15-minute claim is measured at."""
+    from offrl.data import dataset_family
+
+    config = resolve_config({"agent": "iql-ddpg"})
+    assert config["dataset"] == cfg.DEFAULT_DATASET and dataset_family(cfg.DEFAULT_DATASET) == "pointmaze"
+    assert config["steps"] == cfg.load_yaml(cfg.CONFIG_DIR / "iql" / "pointmaze.yaml")["steps"] == 20_000
+
+
 def test_valid_defaults_pass():
     for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb"):
         cfg.validate(resolve_config({"agent": agent}))
