@@ -1,8 +1,9 @@
 """Train an agent: python scripts/train.py --agent iql-ddpg [--dataset ID_OR_FILE] [--key value ...]
 
 Every config key can be overridden as --key value or --key=value (see offrl/config.py and
-configs/), a boolean also as --key / --no-key, a list as 256,256; --config FILE.yaml merges a preset. --resume RUN_DIR continues a killed or
-finished run from its latest checkpoint; --steps N with it extends the run to N updates.
+configs/), a boolean also as --key / --no-key, a list as 256,256; --config FILE.yaml merges
+a preset. --resume RUN_DIR continues a killed or finished run from its latest checkpoint;
+--steps N with it extends the run to N updates.
 With --resume, keys that change only when the run evaluates, checkpoints and logs may be
 given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 Exit status 0 on success; otherwise one line on stderr says why.
@@ -43,10 +44,11 @@ def help_text(argv: list[str]) -> str:
     family = agent_name.split("-")[0]
     presets = sorted(path.stem for path in (cfg.CONFIG_DIR / family).glob("*.yaml"))
     lines = [__doc__.strip(), "", f"agents: {', '.join(agent_names())}", ""]
-    lines.append(f"{agent_name} hyperparameters ({config_class.__module__}.{config_class.__name__}; --agent NAME --help for another agent's):")
+    name = f"{config_class.__module__}.{config_class.__name__}"
+    lines.append(f"{agent_name} hyperparameters ({name}; --agent NAME --help for another agent's):")
     lines.extend(cfg.help_line(key) for key in cfg.describe(config_class, agent_defaults))
     if presets:
-        lines.append(f"  presets configs/{family}/{{{','.join(presets)}}}.yaml replace some of these defaults on matching datasets")
+        lines.append(f"  presets configs/{family}/{{{','.join(presets)}}}.yaml replace some of these defaults on matching datasets and envs")
     groups: dict[str, list[str]] = {}
     for key in cfg.describe(cfg.RunConfig):
         groups.setdefault(key.key.rpartition(".")[0], []).append(cfg.help_line(key))
