@@ -4,7 +4,10 @@ Every agent is an immutable pytree (`flax.struct.PyTreeNode`) with
     Agent.create(config, example_batch, key) -> agent
     agent.update(batch) -> (agent, info)          # info: dict of scalars to log
     agent.sample_actions(observations, key, deterministic=False) -> actions
-and a module-level `DEFAULT_CONFIG` dict beside it. The training loop only ever calls
+and beside it a frozen dataclass config, `CONFIG_CLASS`, whose fields are declared with
+`offrl.config.option(default, doc)` (the doc is what `scripts/train.py --help` prints), and
+`DEFAULT_CONFIG = dataclasses.asdict(CONFIG_CLASS())`, the flat dict the rest of offrl reads
+(its keys must not clash with the run settings). The training loop only ever calls
 these, so it can `lax.scan` over updates and `vmap` over seeds for any agent.
 Optional class attributes the loop reads:
     online: bool = False          # collects its own episodes instead of reading a dataset
@@ -41,3 +44,10 @@ def get_agent(name: str) -> tuple[type, dict[str, Any]]:
     config = dict(module.DEFAULT_CONFIG)
     config.update(overrides)
     return getattr(module, class_name), config
+
+
+def agent_config_class(name: str) -> type:
+    """The frozen dataclass that declares the agent's hyperparameters (types, defaults, docs)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown agent {name!r}; valid agents: {', '.join(agent_names())}")
+    return importlib.import_module(REGISTRY[name][0]).CONFIG_CLASS

@@ -83,6 +83,7 @@ actor are trained reward-free whatever the dataset holds; they only feed `reward
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -95,36 +96,51 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from offrl.config import option
 from offrl.networks import default_init, polyak_update
 
 if TYPE_CHECKING:
     from offrl.envs.pointmaze import MazeGeometry
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "z_dim": 50,
-    "batch_size": 1024,
-    "learning_rate": 1e-4,
-    "tau": 0.01,
-    "gamma": 0.98,
-    "hidden_dim": 256,  # the paper uses 1024; 256 keeps CPU runs practical
-    "feature_dim": 256,
-    "backward_hidden_dim": 256,
-    "ortho_coef": 1.0,
-    "mix_ratio": 0.5,
-    "actor_noise": 0.2,
-    "actor_noise_clip": 0.3,
-    "discrete_actions": None,  # number of actions for the discrete (greedy) variant
-    "goal_dims": None,  # indices of the observation B sees; None: all of it
-    "policy_dims": None,  # indices of the observation F and the actor see; None: all of it
-    "eval_goal_dims": None,  # where sample_actions (no z) reads the goal; None: act on eval_task
-    "eval_task": "rewards",  # no z, no eval_goal_dims: "rewards" (dataset reward's z, reward_z) or "stored" (z)
-    "reward_z_decay": 0.99,  # EMA decay of reward_z over batches: about 1 / (1 - decay) batches averaged
-    "exploration_epsilon": 0.2,  # discrete variant, non-deterministic sample_actions
-    "target_action": "target",  # discrete variant: greedy next action from the "target" or "online" F
-    "target_heads": "min",  # "min" or "mean" of the twin target heads
-    "forward_arch": "concat",  # "concat" (controllable_agent's F) or "bilinear" (linear in z per (s, a))
-    "bilinear_rank": 512,  # width of the elementwise product in the bilinear F
-}
+
+@dataclasses.dataclass(frozen=True)
+class FBConfig:
+    """The hyperparameters (the losses they enter: the module docstring)."""
+
+    z_dim: int = option(50, "dimension d of the task vectors z and of B's output")
+    batch_size: int = option(1024, "dataset transitions per update")
+    learning_rate: float = option(1e-4, "Adam step size of F, B and the actor")
+    tau: float = option(0.01, "Polyak rate of the target F and B")
+    gamma: float = option(0.98, "discount of the successor measure")
+    hidden_dim: int = option(256, "width of F's and the actor's MLPs; the paper uses 1024; 256 keeps CPU runs practical")
+    feature_dim: int = option(256, "width of F's and the actor's (s, a) and (s, z) embeddings")
+    backward_hidden_dim: int = option(256, "width of B's MLP")
+    ortho_coef: float = option(1.0, "weight of B's orthonormality loss")
+    mix_ratio: float = option(0.5, "fraction of the batch whose z is the normalised B of dataset states (goal z's)")
+    actor_noise: float = option(0.2, "std of the Gaussian noise on the actor's actions fed to F and in sampled actions (continuous)")
+    actor_noise_clip: float = option(0.3, "that noise is clipped to +- this")
+    discrete_actions: int | None = option(None, "number of actions for the discrete (greedy) variant; null: continuous")
+    goal_dims: tuple[int, ...] | None = option(None, "indices of the observation B sees; null: all of it")
+    policy_dims: tuple[int, ...] | None = option(None, "indices of the observation F and the actor see; null: all of it")
+    eval_goal_dims: tuple[int, ...] | None = option(
+        None, "where sample_actions (no z) reads the goal; null: act on eval_task"
+    )
+    eval_task: str = option(
+        "rewards", "no z, no eval_goal_dims: rewards (dataset reward's z, reward_z) | stored (z)"
+    )
+    reward_z_decay: float = option(
+        0.99, "EMA decay of reward_z over batches: about 1 / (1 - decay) batches averaged"
+    )
+    exploration_epsilon: float = option(0.2, "discrete variant, non-deterministic sample_actions: random action rate")
+    target_action: str = option("target", "discrete variant: greedy next action from the target | online F")
+    target_heads: str = option("min", "min | mean of the twin target heads")
+    forward_arch: str = option("concat", "concat (controllable_agent's F) | bilinear (linear in z per (s, a))")
+    bilinear_rank: int = option(512, "width of the elementwise product in the bilinear F")
+
+
+# The registry, offrl.config and this module's code read the config as a flat dict.
+CONFIG_CLASS = FBConfig
+DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(FBConfig())
 
 CHOICES = {
     "target_action": ("target", "online"),

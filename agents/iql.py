@@ -21,6 +21,7 @@ the updated V, the order of the IQL authors' code and d3rlpy (one extra V pass p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from offrl.config import option
 from offrl.networks import (
     CategoricalPolicy,
     DeterministicPolicy,
@@ -43,41 +45,60 @@ from offrl.networks import (
 )
 from offrl.tokenizers import BinTokenizer, KMeansTokenizer, fit_tokenizer
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "extraction": "awr",  # awr | ddpg | dawr (set by the agent name)
-    "hidden_dims": (256, 256),
-    "actor_lr": 3e-4,
-    "critic_lr": 3e-4,
-    "value_lr": 3e-4,
-    "actor_lr_schedule": "cosine",  # cosine | constant; cosine decays to 0 over max_steps
-    "max_steps": 1_000_000,  # set by the training loop to the run's number of updates
-    "batch_size": 256,
-    "discount": 0.99,
-    "tau": 0.005,
-    "expectile": 0.7,
-    "temperature": 3.0,  # beta in exp(beta * A)
-    "max_weight": 100.0,
-    "layer_norm": False,  # LayerNorm in the value and Q networks
+@dataclasses.dataclass(frozen=True)
+class IQLConfig:
+    """The hyperparameters of every extraction (the losses they enter: the module docstring)."""
+
+    extraction: str = option("awr", "awr | ddpg | dawr (set by the agent name)")
+    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the actor, value and each Q network")
+    actor_lr: float = option(3e-4, "Adam step size of the actor")
+    critic_lr: float = option(3e-4, "Adam step size of the twin Q critic")
+    value_lr: float = option(3e-4, "Adam step size of the value network V")
+    actor_lr_schedule: str = option("cosine", "cosine | constant; cosine decays to 0 over max_steps")
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
+    batch_size: int = option(256, "dataset rows per update")
+    discount: float = option(0.99, "gamma of the TD target")
+    tau: float = option(0.005, "Polyak rate of the target Q")
+    expectile: float = option(0.7, "expectile of the value loss (0.5: mean; towards 1: max over dataset actions)")
+    temperature: float = option(3.0, "beta in exp(beta * A), the AWR weights")
+    max_weight: float = option(100.0, "upper clip of the AWR weights exp(beta * A) (.inf: no clipping)")
+    layer_norm: bool = option(False, "LayerNorm in the value and Q networks")
     # actor (every extraction)
-    "actor_init": "glorot",  # glorot (jaxrl_m fan-avg uniform) | orthogonal (IQL authors: gain sqrt 2, output actor_final_init_scale)
-    "actor_final_init_scale": 1e-2,  # scale of the output layers' init (jaxrl_m 1e-2; IQL authors 1.0)
-    "actor_dropout": 0.0,  # dropout rate after the actor's hidden activations during training (IQL authors: 0.1 on kitchen)
-    "actor_advantage": "pre_update",  # pre_update (V before this step, jaxrl_m) | post_update (V after it: IQL authors, d3rlpy)
+    actor_init: str = option(
+        "glorot", "glorot (jaxrl_m fan-avg uniform) | orthogonal (IQL authors: gain sqrt 2, output actor_final_init_scale)"
+    )
+    actor_final_init_scale: float = option(1e-2, "scale of the output layers' init (jaxrl_m 1e-2; IQL authors 1.0)")
+    actor_dropout: float = option(
+        0.0, "dropout rate after the actor's hidden activations during training (IQL authors: 0.1 on kitchen)"
+    )
+    actor_advantage: str = option(
+        "pre_update", "pre_update (V before this step, jaxrl_m) | post_update (V after it: IQL authors, d3rlpy)"
+    )
     # awr
-    "actor_std": "parameter",  # state (state-dependent head, jaxrl_m) | parameter (IQL authors) | bounded_parameter (d3rlpy sigmoid)
-    "actor_log_std_min": -5.0,  # lower bound of the Gaussian's log std
-    "actor_log_std_max": 2.0,  # upper bound of the Gaussian's log std
-    "actor_tanh_mean": True,  # tanh on the Gaussian's mean, so the mode is a valid action (IQL authors, d3rlpy)
+    actor_std: str = option(
+        "parameter", "state (state-dependent head, jaxrl_m) | parameter (IQL authors) | bounded_parameter (d3rlpy sigmoid)"
+    )
+    actor_log_std_min: float = option(-5.0, "lower bound of the Gaussian's log std")
+    actor_log_std_max: float = option(2.0, "upper bound of the Gaussian's log std")
+    actor_tanh_mean: bool = option(True, "tanh on the Gaussian's mean, so the mode is a valid action (IQL authors, d3rlpy)")
     # ddpg
-    "bc_weight": 0.1,  # weight of ||pi(s) - a||^2; 0 is pure DDPG (ablation). Chosen by sweep: docs/iql_presets.md
-    "normalize_q_loss": True,  # divide -Q by stop_grad(mean |Q|), as TD3+BC does, so bc_weight is scale-free
-    "eval_squash": "tanh",  # tanh | clip
+    bc_weight: float = option(
+        0.1, "weight of ||pi(s) - a||^2; 0 is pure DDPG (ablation). Chosen by sweep: docs/iql_presets.md"
+    )
+    normalize_q_loss: bool = option(
+        True, "divide -Q by stop_grad(mean |Q|), as TD3+BC does, so bc_weight is scale-free"
+    )
+    eval_squash: str = option("tanh", "tanh | clip, applied to the deterministic actor's mean when acting")
     # dawr
-    "tokenizer": "kmeans",  # kmeans (joint actions) | bins (per dimension)
-    "num_tokens": 64,  # k-means codebook size
-    "num_bins": 16,  # bins per action dimension
-    "kmeans_iterations": 50,
-}
+    tokenizer: str = option("kmeans", "kmeans (joint actions) | bins (per dimension)")
+    num_tokens: int = option(64, "k-means codebook size")
+    num_bins: int = option(16, "bins per action dimension")
+    kmeans_iterations: int = option(50, "Lloyd iterations of the k-means tokenizer fit")
+
+
+# The registry, offrl.config and this module's code read the config as a flat dict.
+CONFIG_CLASS = IQLConfig
+DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(IQLConfig())
 
 EXTRACTIONS = ("awr", "ddpg", "dawr")
 ACTOR_ADVANTAGES = ("pre_update", "post_update")

@@ -22,6 +22,7 @@ Returns are computed in the loss from the buffer's `rewards`, `terminals` and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, ClassVar
 
@@ -33,22 +34,35 @@ import optax
 from flax.training.train_state import TrainState
 
 from offrl.buffer import ReplayBuffer, discounted_returns_to_go
+from offrl.config import option
 from offrl.networks import CategoricalPolicy, GaussianPolicy, ValueNetwork
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "hidden_dims": (64, 64),
-    "actor_lr": 1e-2,
-    "value_lr": 1e-2,
-    "actor_lr_schedule": "constant",  # constant | cosine; cosine decays to 0 over max_steps
-    "max_steps": 1_000,  # set by the training loop to the run's number of updates
-    "discount": 1.0,
-    "baseline": True,  # learned V(s) baseline (--no-baseline for plain REINFORCE)
-    "normalize_advantages": False,  # standardize over every step of the batch, not per episode
-    "entropy_coef": 0.0,
-    "episodes_per_update": 8,  # one episode per sub-env of the training vector env
-    "action_squash": "clip",  # continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)
-    "num_actions": 0,  # set by the online loop from the env: n for Discrete(n), 0 for a Box action space
-}
+
+@dataclasses.dataclass(frozen=True)
+class ReinforceConfig:
+    """The hyperparameters (the CartPole and InvertedPendulum presets in configs/reinforce/ tune them)."""
+
+    hidden_dims: tuple[int, ...] = option((64, 64), "hidden layers of the policy and of the value baseline")
+    actor_lr: float = option(1e-2, "Adam step size of the policy")
+    value_lr: float = option(1e-2, "Adam step size of the value baseline")
+    actor_lr_schedule: str = option("constant", "constant | cosine; cosine decays to 0 over max_steps")
+    max_steps: int = option(1_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
+    discount: float = option(1.0, "gamma of the returns; below 1 for tasks that never terminate by themselves")
+    baseline: bool = option(True, "learned V(s) baseline (--no-baseline for plain REINFORCE)")
+    normalize_advantages: bool = option(False, "standardize over every step of the batch, not per episode")
+    entropy_coef: float = option(0.0, "weight of the policy's entropy (summed per episode) subtracted from the loss")
+    episodes_per_update: int = option(8, "one episode per sub-env of the training vector env")
+    action_squash: str = option(
+        "clip", "continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)"
+    )
+    num_actions: int = option(
+        0, "set by the online loop from the env: n for Discrete(n), 0 for a Box action space", derived=True
+    )
+
+
+# The registry, offrl.config and this module's code read the config as a flat dict.
+CONFIG_CLASS = ReinforceConfig
+DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(ReinforceConfig())
 
 ACTION_SQUASHES = ("clip", "tanh")
 # Keeps atanh finite for squashed actions that rounded to +-1 in float32.

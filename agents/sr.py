@@ -22,6 +22,7 @@ actions are the action index stored as a float [N, 1] column.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax
@@ -32,21 +33,32 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "gamma": 0.9,
-    "batch_size": 4096,
+from offrl.config import option
+
+
+@dataclasses.dataclass(frozen=True)
+class SRConfig:
+    """The hyperparameters (the Bellman equation they enter: the module docstring)."""
+
+    gamma: float = option(0.9, "discount of the successor representation")
+    batch_size: int = option(4096, "dataset transitions per update")
     # A plain step towards the per-(s, a) mean TD target; linearly decayed to
     # `learning_rate_end` over `decay_steps` (equal values keep it constant). Large
     # steps are fine because the target is an expectation, not a sample, over a'.
-    "learning_rate": 0.5,
-    "learning_rate_end": 0.5,
-    "decay_steps": 1,
-    "normalized": False,
-    "convention": "current",
-    "num_actions": 4,
-    # pi[s][a] as nested tuples (hashable); None means uniformly random.
-    "policy": None,
-}
+    learning_rate: float = option(0.5, "step towards the per-(s, a) mean TD target, at update 0")
+    learning_rate_end: float = option(0.5, "the step size after decay_steps (linear decay; equal values keep it constant)")
+    decay_steps: int = option(1, "updates over which learning_rate decays to learning_rate_end")
+    normalized: bool = option(False, "learn (1 - gamma) M, whose rows are probability distributions (the gamma-model form)")
+    convention: str = option("current", "current (M counts s at t = 0) | next (counts states from t = 1, as FB does)")
+    num_actions: int = option(4, "number of discrete actions (the table's second axis)")
+    policy: tuple[tuple[float, ...], ...] | None = option(
+        None, "pi[s][a] as nested tuples (hashable); null means uniformly random"
+    )
+
+
+# The registry, offrl.config and this module's code read the config as a flat dict.
+CONFIG_CLASS = SRConfig
+DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(SRConfig())
 
 Batch = dict[str, jax.Array]
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from offrl.config import option
 from offrl.networks import DeterministicPolicy, ValueNetwork, polyak_update
 
 if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
@@ -37,16 +38,16 @@ if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and g
 class TD3BCConfig:
     """The hyperparameters, defaults from the paper (Fujimoto & Gu, 2021, table 4)."""
 
-    hidden_dims: tuple[int, ...] = (256, 256)  # hidden layers of the actor and of each Q head
-    actor_lr: float = 3e-4  # Adam step size of the actor
-    critic_lr: float = 3e-4  # Adam step size of the twin critic
-    batch_size: int = 256  # dataset rows per update
-    discount: float = 0.99  # gamma of the TD target
-    tau: float = 0.005  # Polyak rate of the target actor and critic, applied on actor-update steps
-    actor_noise: float = 0.2  # std of the target policy smoothing noise (the paper's policy noise)
-    actor_noise_clip: float = 0.5  # the smoothing noise is clipped to +- this before the action is
-    policy_delay: int = 2  # critic updates per actor and target update (the paper's d)
-    alpha: float = 2.5  # weight of the Q term against BC: lambda = alpha / mean |Q|
+    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the actor and of each Q head")
+    actor_lr: float = option(3e-4, "Adam step size of the actor")
+    critic_lr: float = option(3e-4, "Adam step size of the twin critic")
+    batch_size: int = option(256, "dataset rows per update")
+    discount: float = option(0.99, "gamma of the TD target")
+    tau: float = option(0.005, "Polyak rate of the target actor and critic, applied on actor-update steps")
+    actor_noise: float = option(0.2, "std of the target policy smoothing noise (the paper's policy noise)")
+    actor_noise_clip: float = option(0.5, "the smoothing noise is clipped to +- this before it is added to the target action")
+    policy_delay: int = option(2, "critic updates per actor and target update (the paper's d)")
+    alpha: float = option(2.5, "weight of the Q term against BC: lambda = alpha / mean |Q|")
 
     def __post_init__(self) -> None:
         # Checked here as well as by offrl.config, so agents built in code fail the same way.
@@ -67,6 +68,7 @@ class TD3BCConfig:
 
 
 # The registry and offrl.config read agents' defaults as a flat dict.
+CONFIG_CLASS = TD3BCConfig
 DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(TD3BCConfig())
 
 

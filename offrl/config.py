@@ -12,6 +12,7 @@ replace, so typos fail loudly. `validate` then checks the ranges of the resolved
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -23,37 +24,113 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_DATASET = "offrl/pointmaze/umaze-v1"
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "agent": "iql-ddpg",
-    "dataset": None,  # offline agents; None means DEFAULT_DATASET
-    "env": None,  # online agents (a gymnasium id); for offline agents, an evaluation env override
-    "d4rl_reward": "auto",  # D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze
-    "seed": 0,
-    "num_seeds": 1,  # seeds seed, seed+1, ... trained together (vmapped, sharded over devices)
-    "steps": 100_000,  # gradient updates
-    "run_dir": None,  # default runs/<agent>/<dataset>/<seed>-<time>
-    "resume": None,
-    "normalize_observations": False,
-    "updates_per_call": 1000,  # updates fused into one jitted lax.scan; also the logging interval
-    "eval_interval": None,  # None: every 10% of training
-    "eval_episodes": 50,
-    "eval_deterministic": True,
-    "checkpoint_interval": None,  # None: at every evaluation
-    "keep_checkpoints": 3,
-    "example_batch_size": 100_000,  # rows the agent's create() sees (tokenizer fitting)
-    "wandb": {
-        "mode": None,  # online | offline | disabled; None: online if logged in, else offline
-        "project": "offrl",
-        "entity": None,
-        "group": None,
-        "name": None,
-        "tags": [],
-    },
-}
+def option(default: Any, doc: str, *, derived: bool = False) -> Any:
+    """A config dataclass field with its one line of doc, which `--help` prints.
+
+    `derived`: the value is set by the training loop (the doc says from what), so giving it
+    has no effect. Lists, other unhashable defaults and nested config groups get a
+    `default_factory` of copies, so no two configs share a mutable default."""
+    metadata = {"doc": doc, "derived": derived}
+    if type(default).__hash__ is None or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """The `wandb.*` group: where runs are logged on Weights & Biases."""
+
+    mode: str | None = option(None, "online | offline | disabled; null: online if logged in, else offline")
+    project: str = option("offrl", "W&B project")
+    entity: str | None = option(None, "W&B entity (user or team); null: your default entity")
+    group: str | None = option(None, "W&B group, e.g. to gather a sweep's seeds")
+    name: str | None = option(None, "W&B run name; null: the run directory's name")
+    tags: list[str] = option([], "W&B tags, comma-separated")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Run settings, shared by every agent (the agent's hyperparameters are its own config class)."""
+
+    agent: str = option("iql-ddpg", "the agent to train (see agents above)")
+    dataset: str | None = option(None, f"offline agents: a dataset id or .hdf5 file; null means {DEFAULT_DATASET}")
+    env: str | None = option(None, "online agents: a gymnasium id; offline agents: an evaluation env override")
+    d4rl_reward: str = option("auto", "D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze")
+    seed: int = option(0, "seed of the run (the first seed with num_seeds > 1)")
+    num_seeds: int = option(1, "seeds seed, seed+1, ... trained together (vmapped, sharded over devices)")
+    steps: int = option(100_000, "gradient updates; with --resume, extends the run to this many")
+    run_dir: str | None = option(None, "where the run is written; null: runs/<agent>/<dataset>/<seed>-<time>")
+    resume: str | None = option(None, "a run directory to continue from its latest checkpoint")
+    normalize_observations: bool = option(False, "standardize observations by the dataset's per-dim mean and std")
+    updates_per_call: int = option(1000, "updates fused into one jitted lax.scan; also the logging interval")
+    eval_interval: int | None = option(None, "updates between evaluations; null: every 10% of training")
+    eval_episodes: int = option(50, "episodes per evaluation")
+    eval_deterministic: bool = option(True, "evaluate the policy's deterministic action, not a sampled one")
+    checkpoint_interval: int | None = option(None, "updates between checkpoints; null: at every evaluation")
+    keep_checkpoints: int = option(3, "latest checkpoints kept (the best by score is kept as well)")
+    example_batch_size: int = option(100_000, "dataset rows the agent's create() sees (tokenizer fitting)")
+    wandb: WandbConfig = option(WandbConfig(), "Weights & Biases logging (the wandb.* keys)")
+
+
+# The rest of offrl reads the run settings as a flat dict (plus the nested `wandb` group).
+RUN_DEFAULTS: dict[str, Any] = dataclasses.asdict(RunConfig())
 
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One config key as `--help` lists it."""
+
+    key: str  # dotted for a nested group's keys, e.g. wandb.mode
+    type: str  # the field's annotation as written
+    default: Any
+    doc: str
+    derived: bool
+
+
+def describe(config_class: type, defaults: dict[str, Any] | None = None, prefix: str = "") -> list[KeyDoc]:
+    """Every key of a config dataclass in declaration order, a nested dataclass's keys as
+    `group.key`. `defaults` (e.g. with an agent's registry overrides) replaces the class's
+    defaults. A field without a doc is a ConfigError: --help must be able to explain every key."""
+    defaults = dataclasses.asdict(config_class()) if defaults is None else defaults
+    keys = []
+    for field in dataclasses.fields(config_class):
+        doc = str(field.metadata.get("doc", "")).strip()
+        if not doc:
+            raise ConfigError(
+                f"config key {prefix}{field.name!r} of {config_class.__name__} has no doc: "
+                "declare it with offrl.config.option(default, doc)"
+            )
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        if dataclasses.is_dataclass(default):
+            keys.extend(describe(type(default), defaults[field.name], f"{prefix}{field.name}."))
+            continue
+        keys.append(KeyDoc(f"{prefix}{field.name}", str(field.type), defaults[field.name], doc, field.metadata.get("derived", False)))
+    return keys
+
+
+def format_value(value: Any) -> str:
+    """A value as it would be typed on the command line (YAML: null, true, .inf; lists comma-separated)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(item) for item in value) if value else "[]"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def help_line(key: KeyDoc) -> str:
+    """`--key TYPE (default D): doc`, with `derived` for keys the training loop sets."""
+    derived = ", derived" if key.derived else ""
+    return f"  --{key.key} {key.type} (default {format_value(key.default)}{derived}): {key.doc}"
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,8 +1,9 @@
 """Train an agent: python scripts/train.py --agent iql-ddpg [--dataset ID_OR_FILE] [--key value ...]
 
 Every config key can be overridden as --key value or --key=value (see offrl/config.py and
-configs/); --config FILE.yaml merges a preset. --resume RUN_DIR continues a killed or
-finished run from its latest checkpoint; --steps N with it extends the run to N updates.
+configs/), a boolean also as --key / --no-key, a list as 256,256; --config FILE.yaml merges
+a preset. --resume RUN_DIR continues a killed or finished run from its latest checkpoint;
+--steps N with it extends the run to N updates.
 With --resume, keys that change only when the run evaluates, checkpoints and logs may be
 given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 Exit status 0 on success; otherwise one line on stderr says why.
@@ -31,17 +32,38 @@ def final_line(summary: dict[str, Any], run_dir: str) -> str:
     )
 
 
+def help_text(argv: list[str]) -> str:
+    """Usage, the agents, and every key of the chosen agent (`--agent X`, default iql-ddpg)
+    and of the run settings as `--key TYPE (default D): doc`."""
+    from agents import agent_config_class, agent_names, get_agent
+    from offrl import config as cfg
+
+    agent_name = cfg.parse_overrides(argv).get("agent", cfg.RUN_DEFAULTS["agent"])
+    _, agent_defaults = get_agent(agent_name)
+    config_class = agent_config_class(agent_name)
+    family = agent_name.split("-")[0]
+    presets = sorted(path.stem for path in (cfg.CONFIG_DIR / family).glob("*.yaml"))
+    lines = [__doc__.strip(), "", f"agents: {', '.join(agent_names())}", ""]
+    name = f"{config_class.__module__}.{config_class.__name__}"
+    lines.append(f"{agent_name} hyperparameters ({name}; --agent NAME --help for another agent's):")
+    lines.extend(cfg.help_line(key) for key in cfg.describe(config_class, agent_defaults))
+    if presets:
+        lines.append(f"  presets configs/{family}/{{{','.join(presets)}}}.yaml replace some of these defaults on matching datasets and envs")
+    groups: dict[str, list[str]] = {}
+    for key in cfg.describe(cfg.RunConfig):
+        groups.setdefault(key.key.rpartition(".")[0], []).append(cfg.help_line(key))
+    for group, group_lines in groups.items():
+        lines += ["", f"run settings, {group}.* group:" if group else "run settings:", *group_lines]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
     from offrl.train import resolve_config, run
 
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
-        from agents import agent_names
-
-        print(__doc__)
-        print("agents:", ", ".join(agent_names()))
-        print("run settings:", ", ".join(cfg.valid_keys(cfg.RUN_DEFAULTS)))
+        print(help_text([arg for arg in argv if arg not in ("-h", "--help")]))
         return 0
     overrides = cfg.parse_overrides(argv)
     config = resolve_config(overrides)

@@ -31,6 +31,6 @@ def test_runtime_cycles_are_found_and_annotation_imports_are_not_edges(tmp_path)
     assert import_graph.cycles(runtime) == [["offrl.a", "offrl.b"]]
 
 
-def test_the_one_file_agent_needs_only_the_shared_networks_at_run_time():
+def test_the_one_file_agent_needs_only_the_shared_networks_and_config_fields_at_run_time():
     edges = import_graph.import_edges(import_graph.module_paths(Path(__file__).resolve().parent.parent))
-    assert edges["agents.td3bc"] == {"offrl.networks": "", "offrl.buffer": "+"}
+    assert edges["agents.td3bc"] == {"offrl.config": "", "offrl.networks": "", "offrl.buffer": "+"}
