@@ -1,6 +1,8 @@
 """FB zero-shot against IQL-DDPG trained with rewards, side by side on one goal-conditioned pointmaze (v1).
 
-FB is trained once, without rewards. It is then asked, zero-shot, for
+FB is trained once per seed, without rewards. It is then asked, zero-shot, for
+  tasks         the maze's five (start, goal) tasks, the training loop's own evaluation
+                (`--task-episodes` episodes, the same env seeds for every agent and seed);
   goals         every free cell's centre as the evaluation goal (z = B(goal) of the
                 episode's observed goal at every step), from random start cells, each
                 episode ending at the goal (the v1 task);
@@ -13,7 +15,13 @@ goal reward (the goal is in its observation, so one agent serves every goal cell
 once per dense goal on the dataset relabeled with that dense reward. Both are evaluated
 on the same episodes (same env seeds; for dense goals the episodes continue at the goal,
 reach and stay, `make_pointmaze_env(continuing=True)`), and a uniform random policy is
-measured on them too, for scale. The targets (issue 5):
+measured on them too, for scale. Success rate and steps to the goal (mean over the episodes
+that reached it) are reported per agent as the mean and spread (std) over the training
+seeds (`--num-seeds`, trained together by the loop; every seed is evaluated on the same
+episodes, env seeds from `--seed`). `--width W` matches the networks: FB's F, B and actor
+W wide (`hidden_dim`, `feature_dim`, `backward_hidden_dim`) and IQL's value, critic and
+actor MLPs W x W. `--no-dense` skips the dense-reward part (one more IQL training per
+dense goal). The targets (issue 5):
   goal reaching  FB success rate >= 80% of IQL-DDPG's, over all goal cells;
   dense reward   FB's return within 20% of IQL's: (R_iql - R_fb) / |R_iql| <= 0.2 (judged on
                  the plain z, the issue's definition; the centred one is reported beside it).
@@ -24,6 +32,7 @@ plain and centred z, also logged to W&B unless --wandb.mode disabled), and the r
 directories of every agent.
 
     python benchmarks/fb_zero_shot.py [--maze umaze] [--quick]
+    python benchmarks/fb_zero_shot.py --num-seeds 3 --width 256 --no-dense   # issue 23's comparison
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from offrl.envs import make_eval_vector_env
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry, negative_distance
 from offrl.evaluation import run_episodes, value_landscape_figure
 from offrl.logging import RunLogger
-from offrl.train import eval_env_seeds, evaluate_state, resolve_config, restore_run, run
+from offrl.train import eval_env_seeds, evaluate_state, resolve_config, restore_run, run, seed_run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOAL_TARGET = 0.8
@@ -55,13 +64,37 @@ DENSE_TARGET = 0.2
 
 
 def train(agent: str, dataset: str, run_dir: Path, steps: int, overrides: dict[str, Any], wandb_mode: str,
-          transitions: Any = None) -> tuple[Any, Any, int]:
-    """Train (or reuse a finished run in `run_dir`) and return its final state, experiment and step."""
+          seeds: list[int], transitions: Any = None) -> list[tuple[Any, Any, int]]:
+    """Train `seeds` (consecutive, vmapped by the loop) or reuse a finished run in `run_dir`;
+    each seed's final state, experiment and step."""
     if not (run_dir / "summary.json").is_file():
         config = resolve_config({"agent": agent, "dataset": dataset, "steps": steps, "run_dir": str(run_dir),
-                                 "eval_interval": steps, "eval_episodes": 10, "wandb.mode": wandb_mode, **overrides})
+                                 "eval_interval": steps, "eval_episodes": 10, "wandb.mode": wandb_mode,
+                                 "seed": seeds[0], "num_seeds": len(seeds), **overrides})
         run(config, transitions=transitions)
-    return restore_run(run_dir)
+    return [restore_run(directory) for directory in seed_run_dirs(run_dir, seeds)]
+
+
+def episode_stats(episodes: dict[str, np.ndarray]) -> dict[str, float]:
+    """Success rate and steps to the goal (mean over the episodes that reached it; NaN if none)."""
+    reached = episodes["success_steps"][episodes["successes"]]
+    return {"success": float(episodes["successes"].mean()), "steps": float(reached.mean()) if len(reached) else float("nan"),
+            "reached": int(len(reached))}
+
+
+def seed_spread(values: list[float]) -> dict[str, Any]:
+    """Mean and std over seeds (NaN-free values only), with the per-seed values."""
+    finite = [v for v in values if np.isfinite(v)]
+    return {"mean": float(np.mean(finite)) if finite else float("nan"), "std": float(np.std(finite)) if finite else float("nan"),
+            "seeds": values}
+
+
+def width_overrides(width: int) -> dict[str, dict[str, Any]]:
+    """Matched networks: every FB network (F, B, actor) and every IQL MLP `width` wide. FB's
+    embeddings are two layers each, then one hidden layer per F head or actor; IQL's MLPs
+    are two hidden layers."""
+    return {"fb": {"hidden_dim": width, "feature_dim": width, "backward_hidden_dim": width},
+            "iql": {"hidden_dims": (width, width)}}
 
 
 def random_rollouts(spec: Any, episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -81,17 +114,30 @@ def dense_returns(episodes: dict[str, np.ndarray], reward_fn: Callable[[np.ndarr
     return np.bincount(episodes["env_ids"], weights=rewards, minlength=len(episodes["returns"]))
 
 
-def format_table(goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], fb: float, iql: float) -> str:
-    """Markdown tables; `fb`, `iql`: the goal success rates over all cells."""
-    lines = ["| goal cell | FB zero-shot success | IQL-DDPG success | random success |", "|---|---|---|---|"]
+def spread_text(stats: dict[str, Any], digits: int) -> str:
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def format_table(summary: dict[str, Any], goal_rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]]) -> str:
+    """Markdown tables: per agent (mean ± std over seeds), per goal cell (mean over seeds), dense goals."""
+    agents = summary["agents"]
+    lines = ["| agent | five tasks: success | steps to goal | every cell as goal: success | steps to goal |",
+             "|---|---|---|---|---|"]
+    for name, label in (("fb", "FB zero-shot"), ("iql", summary["iql_agent"])):
+        row = agents[name]
+        lines.append(f"| {label} | {spread_text(row['tasks_success'], 2)} | {spread_text(row['tasks_steps'], 0)} "
+                     f"| {spread_text(row['cells_success'], 2)} | {spread_text(row['cells_steps'], 0)} |")
+    lines += ["", f"| goal cell | FB zero-shot success | {summary['iql_agent']} success | random success |", "|---|---|---|---|"]
     for row in goal_rows:
         lines.append(f"| {row['cell']} | {row['fb']:.2f} | {row['iql']:.2f} | {row['random']:.2f} |")
+    fb, iql = agents["fb"]["cells_success"]["mean"], agents["iql"]["cells_success"]["mean"]
     lines.append(f"| **all** | **{fb:.2f}** | **{iql:.2f}** | {np.mean([r['random'] for r in goal_rows]):.2f} |")
-    lines += ["", "| dense goal cell | FB zero-shot return (gap) | FB, centred reward (gap) | IQL-DDPG return (trained on it) "
-              "| random return |", "|---|---|---|---|---|"]
-    for row in dense_rows:
-        lines.append(f"| {row['cell']} | {row['fb']:.1f} ({row['gap']:.1%}) | {row['fb_centred']:.1f} ({row['gap_centred']:.1%}) "
-                     f"| {row['iql']:.1f} | {row['random']:.1f} |")
+    if dense_rows:
+        lines += ["", f"| dense goal cell | FB zero-shot return (gap) | FB, centred reward (gap) | {summary['iql_agent']} return "
+                  "(trained on it) | random return |", "|---|---|---|---|---|"]
+        for row in dense_rows:
+            lines.append(f"| {row['cell']} | {row['fb']:.1f} ({row['gap']:.1%}) "
+                         f"| {row['fb_centred']:.1f} ({row['gap_centred']:.1%}) | {row['iql']:.1f} | {row['random']:.1f} |")
     return "\n".join(lines)
 
 
@@ -109,18 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-steps", type=int, default=None, help="dataset size (default: the maze's default)")
     parser.add_argument("--fb-steps", type=int, default=20_000)
     parser.add_argument("--iql-steps", type=int, default=20_000)
+    parser.add_argument("--iql-agent", default="iql-ddpg",
+                        help="IQL's extraction (default iql-ddpg, DDPG+BC: the best on umaze-v1)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per goal cell")
+    parser.add_argument("--task-episodes", type=int, default=50, help="episodes over the maze's five (start, goal) tasks")
     parser.add_argument("--dense-cells", default=None, help="'row,col;row,col' (default: the evaluation goal cell)")
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense-reward comparison")
     parser.add_argument("--reward-samples", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first training seed; also the evaluation env seeds of every agent")
+    parser.add_argument("--num-seeds", type=int, default=1, help="training seeds seed, seed+1, ... for each agent")
+    parser.add_argument("--width", type=int, default=None,
+                        help="matched networks: FB's F/B/actor and IQL's MLPs this wide (default: each agent's preset)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, not the targets")
     parser.add_argument("--out", type=Path, default=None, help="default runs/benchmarks/fb_zero_shot[_quick]")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="disabled", choices=["online", "offline", "disabled"])
     parser.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE",
-                        help="an override for one agent, e.g. fb.z_dim=64 or iql.hidden_dims=128,128; repeatable")
+                        help="an override for one agent, e.g. fb.z_dim=64 or iql.hidden_dims=128,128; repeatable (after --width)")
     args = parser.parse_args(argv)
+    if args.num_seeds < 1:
+        raise ValueError(f"--num-seeds must be at least 1, got {args.num_seeds}")
     if args.quick:
-        args.dataset_steps, args.fb_steps, args.iql_steps, args.episodes = 5000, 200, 200, 2
+        args.dataset_steps, args.fb_steps, args.iql_steps, args.episodes, args.task_episodes = 5000, 200, 200, 2, 5
     out = args.out or REPO_ROOT / "runs" / "benchmarks" / ("fb_zero_shot_quick" if args.quick else "fb_zero_shot")
     out.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, dict[str, Any]] = {"fb": {}, "iql": {}}
@@ -133,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     from offrl.config import parse_overrides
 
     overrides = {agent: parse_overrides([f"--{k}={v}" for k, v in values.items()]) for agent, values in overrides.items()}
+    if args.width is not None:
+        overrides = {agent: {**width, **overrides[agent]} for agent, width in width_overrides(args.width).items()}
+    seeds = [args.seed + i for i in range(args.num_seeds)]
     started = time.perf_counter()
     dataset = pointmaze_dataset_id(args.maze, steps=args.dataset_steps)
 
-    fb_state, fb_experiment, fb_step = train("fb", dataset, out / "fb", args.fb_steps, overrides["fb"], args.wandb_mode)
-    iql_state, _, iql_step = train("iql-ddpg", dataset, out / "iql-ddpg", args.iql_steps, overrides["iql"], args.wandb_mode)
+    fb_runs = train("fb", dataset, out / "fb", args.fb_steps, overrides["fb"], args.wandb_mode, seeds)
+    iql_dir = out / args.iql_agent
+    iql_runs = train(args.iql_agent, dataset, iql_dir, args.iql_steps, overrides["iql"], args.wandb_mode, seeds)
+    trained = {"fb": [(state, step) for state, _, step in fb_runs], "iql": [(state, step) for state, _, step in iql_runs]}
+    fb_state, fb_experiment, fb_step = fb_runs[0]
     spec, transitions = fb_experiment.spec, fb_experiment.transitions
     geometry = maze_geometry(spec.env_factory, args.seed)
     free = [tuple(int(i) for i in cell) for cell in np.argwhere(geometry.free_cells)]
@@ -146,50 +207,69 @@ def main(argv: list[str] | None = None) -> int:
         factory = functools.partial(make_pointmaze_env, args.maze, goal_cell=cell, continuing=continuing)
         return dataclasses.replace(spec, env_factory=factory, ref_min_score=None, ref_max_score=None)
 
-    goal_rows = []
-    for cell in free:
-        success = {}
-        for name, state, step in (("fb", fb_state, fb_step), ("iql", iql_state, iql_step)):
-            episodes = evaluate_state(state, goal_spec(cell), args.episodes, args.seed, deterministic=True, step=step)
-            success[name] = float(episodes["successes"].mean())
-        random_success = float(random_rollouts(goal_spec(cell), args.episodes, args.seed)["successes"].mean())
-        goal_rows.append({"cell": list(cell), **success, "random": random_success})
-        print(f"goal {cell}: fb {success['fb']:.2f}, iql-ddpg {success['iql']:.2f}", flush=True)
+    def evaluate(state: Any, step: int, task_spec: Any, episodes: int) -> dict[str, np.ndarray]:
+        # Every agent and seed on the same episodes: env seeds and policy keys from --seed.
+        return evaluate_state(state, task_spec, episodes, args.seed, deterministic=True, step=step)
 
-    dense_cells = parse_cells(args.dense_cells) if args.dense_cells else [MAZES[args.maze].target_cell]
+    # Per agent and seed: the five tasks, and every cell as a goal (episodes pooled over cells).
+    per_seed: dict[str, list[dict[str, float]]] = {"fb": [], "iql": []}
+    cell_success: dict[str, list[list[float]]] = {"fb": [], "iql": []}
+    for name, runs in trained.items():
+        for state, step in runs:
+            tasks = episode_stats(evaluate(state, step, spec, args.task_episodes))
+            cells = [evaluate(state, step, goal_spec(cell), args.episodes) for cell in free]
+            pooled = {key: np.concatenate([episodes[key] for episodes in cells]) for key in ("successes", "success_steps")}
+            per_seed[name].append({**{f"tasks_{k}": v for k, v in tasks.items()},
+                                   **{f"cells_{k}": v for k, v in episode_stats(pooled).items()}})
+            cell_success[name].append([float(episodes["successes"].mean()) for episodes in cells])
+            print(f"{name} seed {seeds[len(per_seed[name]) - 1]}: {per_seed[name][-1]}", flush=True)
+    goal_rows = []
+    for index, cell in enumerate(free):
+        random_success = float(random_rollouts(goal_spec(cell), args.episodes, args.seed)["successes"].mean())
+        means = {name: float(np.mean([successes[index] for successes in cell_success[name]])) for name in trained}
+        goal_rows.append({"cell": list(cell), **means, "random": random_success})
+    agents = {name: {key: seed_spread([row[key] for row in rows]) for key in rows[0]} for name, rows in per_seed.items()}
+
+    dense_cells = [] if args.no_dense else parse_cells(args.dense_cells) if args.dense_cells else [MAZES[args.maze].target_cell]
     dense_rows, value_map = [], None
     for cell in dense_cells:
         goal_xy = geometry.cell_center(cell)
         reward_fn = functools.partial(negative_distance, goal=goal_xy, position_dims=geometry.position_dims[0])
-        zs = {name: infer_z_from_reward_fn(fb_state.agent, transitions.next_observations, reward_fn, args.reward_samples,
-                                           jax.random.PRNGKey(args.seed), fb_state.obs_mean, fb_state.obs_std, center=center)
-              for name, center in (("fb", False), ("fb_centred", True))}
         relabeled = dataclasses.replace(transitions, rewards=reward_fn(transitions.next_observations).astype(np.float32))
-        dense_dir = out / f"iql-ddpg-dense-{cell[0]}-{cell[1]}"
-        dense_state, _, dense_step = train("iql-ddpg", dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode,
-                                           transitions=relabeled)
-        agents = [(name, fb_state.replace(agent=fb_state.agent.with_task(z)), fb_step) for name, z in zs.items()]
-        returns = {name: float(dense_returns(evaluate_state(state, goal_spec(cell, True), args.episodes, args.seed, deterministic=True,
-                                                            step=step), reward_fn).mean())
-                   for name, state, step in [*agents, ("iql", dense_state, dense_step)]}
-        returns["random"] = float(dense_returns(random_rollouts(goal_spec(cell, True), args.episodes, args.seed), reward_fn).mean())
-        gaps = {f"gap{name[2:]}": (returns["iql"] - returns[name]) / abs(returns["iql"]) for name in zs}
-        dense_rows.append({"cell": list(cell), **returns, **gaps})
-        print(f"dense {cell}: fb {returns['fb']:.1f} (centred reward {returns['fb_centred']:.1f}), "
-              f"iql-ddpg {returns['iql']:.1f}, random {returns['random']:.1f}", flush=True)
-        if value_map is None:
-            value_map = {}
-            for name, z in zs.items():
-                values, extent, _, _ = pointmaze_value_map(fb_state.agent, geometry, z=z, obs_mean=fb_state.obs_mean,
-                                                           obs_std=fb_state.obs_std)
-                which = "centred reward" if name == "fb_centred" else "plain z"
-                value_map[name] = value_landscape_figure(
-                    values, extent, goal_xy, f"FB zero-shot ({which}), reward -||s - {np.round(goal_xy, 2).tolist()}||")
+        dense_dir = out / f"{args.iql_agent}-dense-{cell[0]}-{cell[1]}"
+        dense_runs = train(args.iql_agent, dataset, dense_dir, args.iql_steps, overrides["iql"], args.wandb_mode, seeds,
+                           transitions=relabeled)
+        returns: dict[str, list[float]] = {"fb": [], "fb_centred": [], "iql": []}
+        for (state, step), (dense_state, _, dense_step) in zip(trained["fb"], dense_runs):
+            zs = {name: infer_z_from_reward_fn(state.agent, transitions.next_observations, reward_fn, args.reward_samples,
+                                               jax.random.PRNGKey(args.seed), state.obs_mean, state.obs_std, center=center)
+                  for name, center in (("fb", False), ("fb_centred", True))}
+            agents_here = [(name, state.replace(agent=state.agent.with_task(z)), step) for name, z in zs.items()]
+            for name, acting, acting_step in [*agents_here, ("iql", dense_state, dense_step)]:
+                episodes = evaluate(acting, acting_step, goal_spec(cell, True), args.episodes)
+                returns[name].append(float(dense_returns(episodes, reward_fn).mean()))
+            if value_map is None:  # the first seed's landscapes
+                value_map = {}
+                for name, z in zs.items():
+                    values, extent, _, _ = pointmaze_value_map(state.agent, geometry, z=z, obs_mean=state.obs_mean,
+                                                               obs_std=state.obs_std)
+                    which = "centred reward" if name == "fb_centred" else "plain z"
+                    value_map[name] = value_landscape_figure(
+                        values, extent, goal_xy, f"FB zero-shot ({which}), reward -||s - {np.round(goal_xy, 2).tolist()}||")
+        means = {name: float(np.mean(values)) for name, values in returns.items()}
+        means["random"] = float(dense_returns(random_rollouts(goal_spec(cell, True), args.episodes, args.seed), reward_fn).mean())
+        gaps = {f"gap{name[2:]}": (means["iql"] - means[name]) / abs(means["iql"]) for name in ("fb", "fb_centred")}
+        dense_rows.append({"cell": list(cell), **means, **gaps, "per_seed": returns})
+        print(f"dense {cell}: fb {means['fb']:.1f} (centred reward {means['fb_centred']:.1f}), "
+              f"{args.iql_agent} {means['iql']:.1f}, random {means['random']:.1f}", flush=True)
 
-    fb_success = float(np.mean([r["fb"] for r in goal_rows]))
-    iql_success = float(np.mean([r["iql"] for r in goal_rows]))
+    fb_success, iql_success = agents["fb"]["cells_success"]["mean"], agents["iql"]["cells_success"]["mean"]
     summary = {
-        "dataset": dataset, "fb_steps": fb_step, "iql_steps": iql_step, "episodes_per_goal": args.episodes,
+        "dataset": dataset, "fb_steps": fb_step, "iql_steps": iql_runs[0][2], "iql_agent": args.iql_agent, "seeds": seeds,
+        "eval_seed": args.seed, "episodes_per_goal": args.episodes, "task_episodes": args.task_episodes,
+        "overrides": {name: {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+                      for name, values in overrides.items()},
+        "agents": agents,
         "goal_reaching": {"fb": fb_success, "iql_ddpg": iql_success,
                           "ratio": fb_success / iql_success if iql_success > 0 else None, "per_cell": goal_rows},
         "dense_reward": dense_rows,
@@ -197,29 +277,30 @@ def main(argv: list[str] | None = None) -> int:
             "goal_ratio_at_least": GOAL_TARGET,
             "goal_met": iql_success > 0 and fb_success / iql_success >= GOAL_TARGET,
             "dense_gap_at_most": DENSE_TARGET,
-            "dense_met": all(row["gap"] <= DENSE_TARGET for row in dense_rows),
-            "dense_met_centred": all(row["gap_centred"] <= DENSE_TARGET for row in dense_rows),
+            "dense_met": all(row["gap"] <= DENSE_TARGET for row in dense_rows) if dense_rows else None,
+            "dense_met_centred": all(row["gap_centred"] <= DENSE_TARGET for row in dense_rows) if dense_rows else None,
         },
         "seconds": time.perf_counter() - started,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    table = format_table(goal_rows, dense_rows, fb_success, iql_success)
+    table = format_table(summary, goal_rows, dense_rows)
     (out / "results.md").write_text(table + "\n")
-    for name, figure in value_map.items():
+    for name, figure in (value_map or {}).items():
         figure.savefig(out / f"value_map{name[2:]}.png", dpi=100, bbox_inches="tight")
     if args.wandb_mode != "disabled":
         logger = RunLogger(out / "wandb", {"benchmark": "fb_zero_shot", "dataset": dataset,
                                            "wandb": {"mode": args.wandb_mode, "project": "offrl", "entity": None,
                                                      "group": None, "name": "fb_zero_shot", "tags": ["benchmark"]}})
-        for name, figure in value_map.items():
+        for name, figure in (value_map or {}).items():
             logger.log_figure(f"fb/value_map{name[2:]}", figure, fb_step)
-        logger.summary({"goal_success_fb": fb_success, "goal_success_iql_ddpg": iql_success})
+        logger.summary({"goal_success_fb": fb_success, "goal_success_iql": iql_success})
         logger.close()
     print(table)
     ratio = f"{fb_success / iql_success:.2f}" if iql_success > 0 else "n/a"
-    print(f"goal reaching: FB {fb_success:.2f} vs IQL-DDPG {iql_success:.2f} (ratio {ratio}, target >= {GOAL_TARGET}); "
-          f"dense gaps {[round(r['gap'], 3) for r in dense_rows]}, centred reward {[round(r['gap_centred'], 3) for r in dense_rows]} "
-          f"(target <= {DENSE_TARGET}); {summary['seconds']:.0f} s -> {out}")
+    dense_text = (f"; dense gaps {[round(r['gap'], 3) for r in dense_rows]}, centred reward "
+                  f"{[round(r['gap_centred'], 3) for r in dense_rows]} (target <= {DENSE_TARGET})" if dense_rows else "")
+    print(f"goal reaching (every cell, seeds {seeds}): FB {fb_success:.2f} vs {args.iql_agent} {iql_success:.2f} "
+          f"(ratio {ratio}, target >= {GOAL_TARGET}){dense_text}; {summary['seconds']:.0f} s -> {out}")
     return 0
 
 

@@ -278,9 +278,10 @@ def test_zero_shot_goal_reaching_corridor_maze():
     # gamma (1 - 1/44 = 0.977), the bilinear F and every training z a goal z (mix_ratio 1). At
     # the same gamma with the default z mix success peaks at 0.85 (2k) and falls back (0.75 at 3k,
     # 31+ band 0.14). Seeds as in `benchmarks/fb_gridworld.py --seed 0` (agent key 0, loop key 1),
-    # whose run gave 0.990 overall, 0.907 in the 31+ band at 3000 updates; later the far band drifts
-    # down (0.849 at 4k). Only this layout: CORRIDOR_MAZE_WIDE (diameter 54) does not meet the
-    # target with these settings in the budget measured (docs/fb_corridors.md).
+    # whose run gave 0.990 overall, 0.907 in the 31+ band at 3000 updates, as this test does (6 CPU-
+    # minutes); later the far band drifts down (0.849 at 4k). Only this layout: CORRIDOR_MAZE_WIDE
+    # (diameter 54) does not meet the target with these settings in the budget measured
+    # (docs/fb_corridors.md).
     gamma = horizon_gamma(int(GridWorld(CORRIDOR_MAZE).shortest_path_lengths().max()))
     env, _, agent, _ = train_gridworld_fb(CORRIDOR_MAZE, 3000, loop_seed=1, z_dim=128, hidden_dim=256, feature_dim=256,
                                           backward_hidden_dim=256, batch_size=512, tau=0.05, gamma=gamma, mix_ratio=1.0,

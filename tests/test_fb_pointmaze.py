@@ -100,3 +100,24 @@ def test_dims_from_the_command_line_and_validation():
     assert agent.config["goal_dims"] == (0, 1) and agent.config["eval_goal_dims"] == (4, 5)
     with pytest.raises(ValueError, match="eval_goal_dims"):
         FBAgent.create({**small, "goal_dims": [0, 1], "eval_goal_dims": [4]}, batch, jax.random.PRNGKey(0))
+
+
+def test_zero_shot_benchmark_matches_networks_and_reports_spread():
+    """benchmarks/fb_zero_shot.py's --width gives FB and IQL the same widths and depth, and its
+    per-seed statistics count steps to the goal only over the episodes that reached it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import fb_zero_shot
+
+    widths = fb_zero_shot.width_overrides(64)
+    fb = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1", **widths["fb"]})
+    iql = resolve_config({"agent": "iql-ddpg", "dataset": "offrl/pointmaze/umaze-v1", **widths["iql"]})
+    assert fb["hidden_dim"] == fb["feature_dim"] == fb["backward_hidden_dim"] == 64
+    assert list(iql["hidden_dims"]) == [64, 64]
+    stats = fb_zero_shot.episode_stats({"successes": np.array([True, False, True]), "success_steps": np.array([10, -1, 30])})
+    assert stats == {"success": pytest.approx(2 / 3), "steps": 20.0, "reached": 2}
+    assert np.isnan(fb_zero_shot.episode_stats({"successes": np.zeros(2, bool), "success_steps": np.full(2, -1)})["steps"])
+    spread = fb_zero_shot.seed_spread([1.0, 3.0, float("nan")])
+    assert spread["mean"] == 2.0 and spread["std"] == 1.0 and len(spread["seeds"]) == 3
