@@ -30,6 +30,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "d4rl_reward": "auto",  # D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze
     "seed": 0,
     "num_seeds": 1,  # seeds seed, seed+1, ... trained together (vmapped, sharded over devices)
+    "vmap": None,  # e.g. expectile=0.6,0.7: one run per value (x seeds) in one compiled program (offrl/vmap.py)
     "steps": 100_000,  # gradient updates
     "run_dir": None,  # default runs/<agent>/<dataset>/<seed>-<time>
     "resume": None,

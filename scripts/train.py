@@ -2,6 +2,9 @@
 
 Every config key can be overridden as --key value or --key=value (see offrl/config.py and
 configs/); --config FILE.yaml merges a preset; --resume RUN_DIR continues a killed run.
+--num-seeds K trains seeds seed..seed+K-1 together; --vmap KEY=V1,V2[,KEY2=...] trains every
+combination of those hyperparameter values (x seeds) in one compiled program, each its own
+run in RUN_DIR/KEY=V... (offrl/vmap.py; only an agent's batchable_hparams).
 Exit status 0 on success; otherwise one line on stderr says why.
 """
 
@@ -28,6 +31,17 @@ def final_line(summary: dict[str, Any], run_dir: str) -> str:
     )
 
 
+def vmap_lines(summary: dict[str, Any], run_dir: str) -> str:
+    """One line per --vmap combination (its seeds' mean and spread), then where they are."""
+    from offrl.vmap import combination_name
+
+    lines = []
+    for combination in summary["combinations"]:
+        name = combination_name({key: combination[key] for key in summary["vmap"]})
+        lines.append(final_line(combination, f"{run_dir}/{name}").replace("offrl: final", f"offrl: {name}:", 1))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
     from offrl.train import resolve_config, run
@@ -43,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = cfg.parse_overrides(argv)
     config = resolve_config(overrides)
     summary = run(config)
-    print(final_line(summary, config["run_dir"]))
+    print(vmap_lines(summary, config["run_dir"]) if "combinations" in summary else final_line(summary, config["run_dir"]))
     return 0
 
 
