@@ -309,6 +309,19 @@ def kept_checkpoint(checkpointer: ckpt.Checkpointer, checkpoint_interval: int) -
     return f"the last good checkpoint (update {saved}) in {checkpointer.directory} is kept"
 
 
+def config_hparams(restored: LoopState, fresh: LoopState) -> LoopState:
+    """The restored state with the hyperparameter leaves (an agent's `hparams`, optimizers'
+    injected `hyperparams`) of the state built from the config: the config decides the
+    hyperparameters, the checkpoint what was learned, so a run resumed with an edited config
+    (e.g. a lower learning rate) trains with the edited values, as when they were constants."""
+
+    def pick(path: tuple, restored_leaf: Any, fresh_leaf: Any) -> Any:
+        names = {getattr(entry, "name", getattr(entry, "key", None)) for entry in path}
+        return fresh_leaf if names & {"hparams", "hyperparams"} else restored_leaf
+
+    return jax.tree_util.tree_map_with_path(pick, restored, fresh)
+
+
 def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.ndarray) -> Transitions:
     return Transitions(
         **{
@@ -485,7 +498,7 @@ def run(
     saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
     if resume_dir and None not in saved_steps:
         step = min(saved_steps)  # seeds are saved together; a kill between two saves leaves the older step in both
-        states = [ckpt.restore(c.latest.directory, step, s) for c, s in zip(checkpointers, states)]
+        states = [config_hparams(ckpt.restore(c.latest.directory, step, s), s) for c, s in zip(checkpointers, states)]
         print(f"offrl: resumed from step {step}")
     state = shard_seeds(stack_states(states))
     buffer = replicate(buffer)
