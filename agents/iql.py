@@ -28,7 +28,6 @@ import distrax
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
 from offrl.networks import (
@@ -39,6 +38,7 @@ from offrl.networks import (
     STD_PARAMETRIZATIONS,
     GaussianPolicy,
     ValueNetwork,
+    adam_optimizer,
     polyak_update,
 )
 from offrl.tokenizers import BinTokenizer, KMeansTokenizer, fit_tokenizer
@@ -82,7 +82,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 EXTRACTIONS = ("awr", "ddpg", "dawr")
 # Numeric hyperparameters are arrays in the agent state (`IQLAgent.hparams`), not static config,
 # so one compiled update serves every value and `--vmap` can batch them the way seeds are
-# batched. The learning rates live in the optimizer states (optax.inject_hyperparams).
+# batched. The learning rates live in the optimizer states (`adam_optimizer`).
 LOSS_HPARAMS = ("expectile", "temperature", "max_weight", "bc_weight", "discount", "tau")
 LEARNING_RATES = ("actor_lr", "critic_lr", "value_lr")
 ACTOR_ADVANTAGES = ("pre_update", "post_update")
@@ -113,25 +113,6 @@ def awr_loss(dist: distrax.Distribution, actions: jax.Array, weights: jax.Array)
     log_probs = dist.log_prob(actions)
     loss = -(weights * log_probs).mean()
     return loss, {"actor_loss": loss, "awr_weight": weights.mean(), "log_prob": log_probs.mean()}
-
-
-def _adam(learning_rate: Any) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)
-
-
-def _cosine_adam(learning_rate: Any, decay_steps: int) -> optax.GradientTransformation:
-    """Adam with the learning rate decayed to 0 over `decay_steps` (optax's cosine schedule,
-    the same function as with a constant peak; here the peak is an array of the state)."""
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps))
-
-
-def adam_optimizer(learning_rate: float, schedule: str = "constant", decay_steps: int = 1) -> optax.GradientTransformation:
-    """Adam whose (peak) learning rate is a leaf of the optimizer state, not a compiled constant."""
-    if schedule == "cosine":
-        return optax.inject_hyperparams(_cosine_adam, static_args="decay_steps")(learning_rate, decay_steps)
-    if schedule == "constant":
-        return optax.inject_hyperparams(_adam)(learning_rate)
-    raise ValueError(f"actor_lr_schedule must be 'cosine' or 'constant', got {schedule!r}")
 
 
 def ddpg_loss(

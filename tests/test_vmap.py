@@ -143,3 +143,21 @@ def test_parse_vmap_forms():
                          ("expectile=0.6,expectile=0.7", "given twice"), ("=0.6", "without a key")]:
         with pytest.raises(cfg.ConfigError, match=message):
             parse_vmap(bad)
+
+
+FB_SETTINGS = {"agent": "fb", "steps": 100, "eval_interval": 100, "z_dim": 8, "hidden_dim": 32, "feature_dim": 32,
+               "backward_hidden_dim": 32, "updates_per_call": 50}
+
+
+def test_fb_member_equals_its_single_run(small_umaze_id, tmp_path):
+    """Other agents batch their numeric keys the same way: FB's discount and learning rate."""
+    grid_dir, single_dir = tmp_path / "grid", tmp_path / "single"
+    run(tiny_config(small_umaze_id, grid_dir, vmap="gamma=0.9,0.99,learning_rate=0.001,0.0003", **FB_SETTINGS),
+        progress=False)
+    run(tiny_config(small_umaze_id, single_dir, gamma=0.99, learning_rate=0.001, **FB_SETTINGS), progress=False)
+    member, _, _ = restore_run(grid_dir / combination_name({"gamma": 0.99, "learning_rate": 0.001}))
+    single, _, _ = restore_run(single_dir)
+    for a, b in zip(leaves(member), leaves(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    other, _, _ = restore_run(grid_dir / combination_name({"gamma": 0.9, "learning_rate": 0.001}))
+    assert any(not np.allclose(a, b) for a, b in zip(leaves(member.agent.backward.params), leaves(other.agent.backward.params)))
