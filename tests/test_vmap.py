@@ -5,12 +5,13 @@ and refuse what one compiled program cannot vary."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.train import restore_run, run
+from offrl.train import resolve_config, restore_run, run
 from offrl.vmap import combination_name, combinations, format_vmap, parse_vmap
 
 from test_train import leaves, tiny_config
@@ -125,8 +126,6 @@ def test_online_agents_refuse_vmap(tmp_path):
 
 
 def resolve_online(tmp_path):
-    from offrl.train import resolve_config
-
     return resolve_config({"agent": "reinforce", "env": "CartPole-v1", "run_dir": str(tmp_path / "r"),
                            "vmap": "discount=0.9,0.99", "wandb.mode": "disabled"})
 
@@ -145,19 +144,31 @@ def test_parse_vmap_forms():
             parse_vmap(bad)
 
 
-FB_SETTINGS = {"agent": "fb", "steps": 100, "eval_interval": 100, "z_dim": 8, "hidden_dim": 32, "feature_dim": 32,
-               "backward_hidden_dim": 32, "updates_per_call": 50}
+def fb_config(dataset: str, run_dir, **overrides) -> dict:
+    return resolve_config({"agent": "fb", "dataset": dataset, "run_dir": str(run_dir), "steps": 100, "eval_interval": 100,
+                           "z_dim": 8, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "batch_size": 64,
+                           "updates_per_call": 50, "eval_episodes": 3, "wandb.mode": "disabled", **overrides})
 
 
-def test_fb_member_equals_its_single_run(small_umaze_id, tmp_path):
-    """Other agents batch their numeric keys the same way: FB's discount and learning rate."""
-    grid_dir, single_dir = tmp_path / "grid", tmp_path / "single"
-    run(tiny_config(small_umaze_id, grid_dir, vmap="gamma=0.9,0.99,learning_rate=0.001,0.0003", **FB_SETTINGS),
-        progress=False)
-    run(tiny_config(small_umaze_id, single_dir, gamma=0.99, learning_rate=0.001, **FB_SETTINGS), progress=False)
-    member, _, _ = restore_run(grid_dir / combination_name({"gamma": 0.99, "learning_rate": 0.001}))
-    single, _, _ = restore_run(single_dir)
-    for a, b in zip(leaves(member), leaves(single)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    other, _, _ = restore_run(grid_dir / combination_name({"gamma": 0.9, "learning_rate": 0.001}))
-    assert any(not np.allclose(a, b) for a, b in zip(leaves(member.agent.backward.params), leaves(other.agent.backward.params)))
+def test_fb_batches_gamma_like_seeds(small_umaze_id, tmp_path):
+    """Other agents batch their numeric keys the same way. FB's batched programs (seeds too,
+    before --vmap existed) drift from a single run at rounding level on real data (the
+    batched N x N products sum in another order), so a gamma member is checked against the
+    --num-seeds run of the same shape exactly, and against the single run relative to how far
+    the other gamma is."""
+    grid, seeds, single = (restore_run(path)[0] for path in (
+        run_and_dir(fb_config(small_umaze_id, tmp_path / "grid", vmap="gamma=0.9,0.99"), "gamma=0.99"),
+        run_and_dir(fb_config(small_umaze_id, tmp_path / "seeds", gamma=0.99, num_seeds=2), "seed0"),
+        run_and_dir(fb_config(small_umaze_id, tmp_path / "single", gamma=0.99), "."),
+    ))
+    other = restore_run(tmp_path / "grid" / "gamma=0.9")[0]
+    for a, b in zip(leaves(grid), leaves(seeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    gap = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(grid.agent.backward.params), leaves(single.agent.backward.params)))
+    other_gap = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(other.agent.backward.params), leaves(single.agent.backward.params)))
+    assert gap < 0.1 * other_gap, (gap, other_gap)
+
+
+def run_and_dir(config: dict, member: str):
+    run(config, progress=False)
+    return Path(config["run_dir"]) / member
