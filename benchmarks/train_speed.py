@@ -48,7 +48,7 @@ def make_agent(name: str, hidden: tuple[int, ...], transitions, seed: int = 0, *
 
 def time_fused(cls, agent, buffer, updates: int, chunk: int) -> float:
     train_chunk = make_train_chunk(cls, chunk)
-    state = LoopState.initial(agent, jax.random.PRNGKey(1), buffer.data["observations"].shape[-1])
+    state = LoopState.initial(agent, jax.random.PRNGKey(1), buffer.observation_dim)
     state, _ = train_chunk(state, buffer)  # compile
     jax.block_until_ready(state)
     started = time.perf_counter()

@@ -1,53 +1,122 @@
-"""Checkpoints with orbax: the whole training state (agent, optimizer, RNG, step, normalizer)
-plus the resolved config, so a run can be resumed exactly or evaluated elsewhere.
+"""Self-contained checkpoints with orbax: the whole training state (agent, optimizer, RNG,
+step, normalizer) and, beside it, what restoring needs without the dataset.
 
-Two managers per run: `checkpoints/latest` keeps the last few, `checkpoints/best` keeps
-the one with the best evaluation score. Restoring builds an abstract state on the current
-default device, so a checkpoint written on a GPU restores on a CPU and back.
+Layout: RUN_DIR/checkpoints/<step>/{state, meta, metrics}. One `CheckpointManager` keeps
+the latest `keep` steps and the best by evaluation score (a preservation policy: latest N
+or best 1), so each checkpoint is written once. `meta` (JSON) holds the agent name, the
+resolved config, the shapes of the example batch the agent was built from, the evaluation
+env (how to build it, its spaces and reference scores), the step's score and the run's
+time so far; so `offrl.train.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
+`scripts/export.py` need only the run directory.
+
+Run directories written before (checkpoints/latest/<step> and checkpoints/best/<step>, no
+meta) still restore, through their dataset (`is_legacy`). Restoring builds an abstract
+state on the current default device, so a checkpoint written on a GPU restores on a CPU.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
+META_FORMAT = 2
+LEGACY_MANAGERS = ("latest", "best")
+# Env factories a checkpoint may name (module:function); any other evaluation env is stored
+# as its gymnasium EnvSpec. A closed list: a run directory must not be able to import code.
+STORABLE_FACTORIES = (
+    "offrl.envs:make_env",
+    "offrl.envs.pointmaze:make_maze2d_env",
+    "offrl.envs.pointmaze:make_pointmaze_env",
+    "offrl.online:make_online_env",
+)
 
 
-def _manager(directory: Path, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON through a temporary file and `os.replace`: a reader (e.g. `offrl.sweep`,
+    which takes summary.json as "finished") sees the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as file:
+        file.write(json.dumps(value, indent=2, sort_keys=True, default=list))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def _score(metrics: dict[str, float]) -> float:
+    return metrics["score"]
+
+
+def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+    policy = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        best_fn=(lambda metrics: metrics["score"]) if best else None,
-        best_mode="max",
+        preservation_policy=policy.AnyPreservationPolicy([
+            policy.LatestN(n=keep),
+            policy.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False),
+        ]),
         create=True,
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(directory.resolve(), options=options)
+    return ocp.CheckpointManager(Path(directory).resolve(), options=options)
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, keep: int = 3) -> None:
-        self.directory = Path(run_dir) / "checkpoints"
-        self.latest = _manager(self.directory / "latest", keep, best=False)
-        self.best = _manager(self.directory / "best", 1, best=True)
+    """One run directory's checkpoints: `save` writes the state and its meta in one step."""
 
-    def save(self, step: int, state: Any, score: float | None = None) -> None:
-        self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
-        if score is not None:
-            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"score": float(score)}, force=True)
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+    def __init__(self, run_dir: Path, keep: int = 3, meta: dict[str, Any] | None = None) -> None:
+        self.directory = Path(run_dir) / "checkpoints"
+        check_resumable(run_dir)
+        self.manager = _manager(self.directory, keep)
+        self.meta = dict(meta or {})
+
+    def save(self, step: int, state: Any, score: float | None = None, timing: dict[str, float] | None = None) -> None:
+        meta = {**self.meta, "step": int(step), "score": None if score is None else float(score), "timing": timing or {}}
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=None if score is None else {"score": float(score)},
+            force=True,
+        )
+        self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
-        return self.latest.latest_step()
+        return self.manager.latest_step()
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        self.manager.close()
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to train on in a run directory (or any of its seed directories) in the older layout."""
+    for directory in [Path(run_dir), *sorted(Path(run_dir).glob("seed*"))]:
+        if is_legacy(directory / "checkpoints"):
+            raise FileNotFoundError(
+                f"{directory / 'checkpoints'} holds checkpoints in the layout before self-contained checkpoints "
+                "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
+                "(its dataset must be present) or start a new run"
+            )
+
+
+def saved_step(run_dir: Path) -> int | None:
+    """The step a resume of `run_dir` restores: its latest checkpoint, the oldest of its
+    seeds' latest ones for a multi-seed run; None before the first checkpoint."""
+    seed_dirs = sorted(Path(run_dir).glob("seed*/checkpoints"))
+    latest = [_steps(directory)[-1] if _steps(directory) else None for directory in seed_dirs or [Path(run_dir) / "checkpoints"]]
+    return None if None in latest else min(latest)
+
+
+def is_legacy(directory: Path) -> bool:
+    """Whether RUN_DIR/checkpoints holds the old two-manager layout (latest/, best/)."""
+    return any((Path(directory) / name).is_dir() for name in LEGACY_MANAGERS)
 
 
 def abstract_like(state: Any) -> Any:
@@ -63,13 +132,15 @@ def _steps(manager_dir: Path) -> list[int]:
 
 
 def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]:
-    """Resolve a run directory or a checkpoint step directory to (manager directory, step).
+    """Resolve a run directory or a checkpoint step directory to (checkpoints directory, step).
 
-    A run directory without the requested checkpoint gets an error that says what is there
-    instead: no checkpoints/ at all, or only the other of latest/best (with the flag for it)."""
+    `which` is "latest" or "best" (the best evaluation score). A run directory without the
+    requested checkpoint gets an error that says what is there instead."""
     path = Path(path).resolve()
     if (path / "checkpoints").is_dir():
-        path = path / "checkpoints" / which
+        path = path / "checkpoints"
+        if is_legacy(path):
+            path = path / which
     elif (path / CONFIG_FILE).is_file():
         seed_dirs = sorted(child.name for child in path.glob("seed*") if (child / "checkpoints").is_dir())
         if seed_dirs:
@@ -78,7 +149,9 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
             f"run directory {path} has no checkpoints/ directory: it was deleted or moved, or the run stopped "
             "before its first checkpoint; nothing to evaluate or resume"
         )
-    if path.name in ("latest", "best") and path.parent.name == "checkpoints":
+    if path.name == "checkpoints" and not is_legacy(path):
+        return path, _pick_step(path, which)
+    if path.name in LEGACY_MANAGERS and path.parent.name == "checkpoints":
         steps = _steps(path)
         if steps:
             return path, steps[-1]
@@ -87,29 +160,53 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
             flag = "--best" if other == "best" else "no --best"
             raise FileNotFoundError(f"no {path.name} checkpoint in {path.parent}, but a {other} one exists: use {flag}")
         raise FileNotFoundError(f"no checkpoint in {path.parent} (neither latest/ nor best/ holds one)")
-    if path.name.isdigit() and path.parent.name in ("latest", "best"):
+    if path.name.isdigit() and (path.parent.name in LEGACY_MANAGERS or path.parent.name == "checkpoints"):
         return path.parent, int(path.name)
     raise FileNotFoundError(
-        f"{path} is neither a run directory (with checkpoints/) nor a checkpoint directory "
-        "(RUN_DIR/checkpoints/latest/STEP)"
+        f"{path} is neither a run directory (with checkpoints/) nor a checkpoint directory (RUN_DIR/checkpoints/STEP)"
     )
 
 
+def _pick_step(directory: Path, which: str) -> int:
+    """The latest step, or the best-scored one (the later of equal scores, as the manager keeps)."""
+    steps = _steps(directory)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}: the run stopped before its first checkpoint")
+    if which != "best":
+        return steps[-1]
+    scored = [(score, step) for step in steps if (score := read_meta(directory, step).get("score")) is not None]
+    if not scored:
+        raise FileNotFoundError(f"no scored checkpoint in {directory} (scores come from evaluations): use no --best")
+    return max(scored)[1]
+
+
 def restore(manager_dir: Path, step: int, target: Any) -> Any:
-    """Restore into the structure of `target` (a concrete or abstract state)."""
+    """Restore the state at `step` into the structure of `target` (a concrete or abstract state)."""
     manager = ocp.CheckpointManager(Path(manager_dir).resolve())
     try:
-        return manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
+        if Path(manager_dir).name in LEGACY_MANAGERS:
+            return manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target))))
+        return restored["state"]
     finally:
         manager.close()
 
 
+def read_meta(manager_dir: Path, step: int) -> dict[str, Any]:
+    """The meta saved with a checkpoint (see the module docstring)."""
+    path = Path(manager_dir) / str(step) / "meta" / "metadata"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {Path(manager_dir) / str(step)} has no meta/: it is incomplete or not an offrl checkpoint")
+    return json.loads(path.read_text())
+
+
 def run_dir_of(manager_dir: Path) -> Path:
-    return Path(manager_dir).resolve().parent.parent
+    manager_dir = Path(manager_dir).resolve()
+    return manager_dir.parent.parent if manager_dir.name in LEGACY_MANAGERS else manager_dir.parent
 
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:
-    (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=list))
+    write_json_atomic(Path(run_dir) / CONFIG_FILE, config)
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
@@ -117,3 +214,112 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a run directory written by scripts/train.py?")
     return json.loads(path.read_text())
+
+
+# ---- what a checkpoint stores besides the state ------------------------------------------
+
+
+def batch_shapes(batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: {"shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype)} for name, value in batch.items()}
+
+
+def zeros_batch(shapes: dict[str, dict[str, Any]]) -> dict[str, jax.Array]:
+    """An all-zero batch of the stored shapes; call it under `jax.eval_shape`, where it costs nothing."""
+    import jax.numpy as jnp
+
+    return {name: jnp.zeros(entry["shape"], entry["dtype"]) for name, entry in shapes.items()}
+
+
+def run_meta(agent: str, config: dict[str, Any], example_batch: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """The static part of every checkpoint's meta for one run (one seed); `env` is the
+    evaluation env's `env_record`."""
+    return {
+        "format": META_FORMAT,
+        "agent": agent,
+        "config": json.loads(json.dumps(config, default=list)),
+        "example_batch": batch_shapes(example_batch),
+        "env": env,
+    }
+
+
+def env_record(spec: Any) -> dict[str, Any]:
+    """A `DatasetSpec` as JSON: its scores and spaces, and how to rebuild the env without the
+    dataset: a factory from `STORABLE_FACTORIES` with JSON arguments, else the gymnasium
+    EnvSpec of an env it builds, else nothing (restoring then needs the dataset)."""
+    from offrl.policy import space_layout
+
+    record: dict[str, Any] = {
+        "name": spec.name,
+        "family": spec.family,
+        "ref_min_score": spec.ref_min_score,
+        "ref_max_score": spec.ref_max_score,
+        "goal_conditioned": spec.goal_conditioned,
+        "factory": None,
+        "gym_spec": None,
+        "observation_space": None,
+        "action_space": None,
+    }
+    if spec.env_factory is None:
+        return record
+    record["factory"] = _factory_record(spec.env_factory)
+    env = spec.env_factory()
+    try:
+        record["observation_space"] = space_layout(env.observation_space)
+        record["action_space"] = space_layout(env.action_space)
+        if record["factory"] is None and env.spec is not None:
+            try:
+                record["gym_spec"] = env.spec.to_json()
+            except ValueError:  # kwargs that are not JSON: the env is rebuilt from the dataset
+                pass
+    finally:
+        env.close()
+    return record
+
+
+def _factory_record(factory: Any) -> dict[str, Any] | None:
+    if not isinstance(factory, functools.partial):
+        return None
+    name = f"{factory.func.__module__}:{factory.func.__qualname__}"
+    if name not in STORABLE_FACTORIES:
+        return None
+    record = {"function": name, "args": list(factory.args), "kwargs": dict(factory.keywords)}
+    try:
+        if json.loads(json.dumps(record)) != record:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return record
+
+
+def spec_from_record(record: dict[str, Any]) -> Any:
+    """The `DatasetSpec` an `env_record` describes; None when the env was not storable."""
+    from offrl.data.registry import DatasetSpec
+
+    factory = record.get("factory")
+    if factory is not None:
+        if factory["function"] not in STORABLE_FACTORIES:
+            raise ValueError(f"checkpoint names env factory {factory['function']!r}, not one of {', '.join(STORABLE_FACTORIES)}")
+        module_name, function_name = factory["function"].split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        env_factory = functools.partial(function, *factory["args"], **factory["kwargs"])
+    elif record.get("gym_spec") is not None:
+        env_factory = functools.partial(_make_from_gym_spec, record["gym_spec"])
+    else:
+        return None
+    return DatasetSpec(
+        name=record["name"],
+        family=record["family"],
+        env_factory=env_factory,
+        ref_min_score=record["ref_min_score"],
+        ref_max_score=record["ref_max_score"],
+        goal_conditioned=record["goal_conditioned"],
+    )
+
+
+def _make_from_gym_spec(spec_json: str, **kwargs: Any) -> Any:
+    import gymnasium as gym
+
+    import offrl.envs.robotics  # noqa: F401 - Minari's recorded envs are often gymnasium-robotics ones
+
+    spec = gym.envs.registration.EnvSpec.from_json(spec_json)
+    return gym.make(spec, **kwargs)

@@ -20,7 +20,6 @@ one action range and `scripts/evaluate.py` sees the same env through `DatasetSpe
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -46,11 +45,15 @@ from offrl.train import (
     Experiment,
     LoopState,
     NonFiniteLossError,
+    cut_metrics,
     evaluate_seeds,
     first_nonfinite,
     kept_checkpoint,
     make_train_chunk,
+    resumed_from,
+    run_timing,
     stack_states,
+    summary_timing,
 )
 
 # The buffer columns an online batch fills; `masks` marks the real rows among the padding.
@@ -169,11 +172,17 @@ def run_online(experiment: Experiment, *, resume: bool, stop_after: int | None, 
     print(f"offrl: {config['agent']} on {config['env']} ({steps} updates x {num_envs} episodes) -> {run_dir}")
     print(cfg.to_json(config))
 
-    state: LoopState = experiment.initial_state(example_batch(spec))
-    checkpointer = ckpt.Checkpointer(run_dir, keep=config["keep_checkpoints"])
-    if resume and checkpointer.latest_step() is not None:
-        state = ckpt.restore(checkpointer.latest.directory, checkpointer.latest_step(), state)
-        print(f"offrl: resumed from step {int(state.step)}")
+    rows = example_batch(spec)
+    state: LoopState = experiment.initial_state(rows)
+    meta = ckpt.run_meta(config["agent"], config, rows, ckpt.env_record(spec))
+    checkpointer = ckpt.Checkpointer(run_dir, keep=config["keep_checkpoints"], meta=meta)
+    prior: dict[str, float] = {}
+    if resume:
+        restored = checkpointer.latest_step() or 0
+        if restored:
+            state = ckpt.restore(checkpointer.directory, restored, state)
+            prior = resumed_from(checkpointer, restored, steps, experiment.agent_defaults)
+        cut_metrics(run_dir, restored)
     logger = RunLogger(run_dir, config, resume=resume)
     train_envs = make_eval_vector_env(spec, num_envs, config["seed"])
     eval_envs = make_eval_vector_env(spec, config["eval_episodes"], config["seed"])
@@ -231,20 +240,18 @@ def run_online(experiment: Experiment, *, resume: bool, stop_after: int | None, 
                 bar.set_postfix(eval_return=f"{last_eval['return_mean']:.1f}", train_return=f"{episodes['returns'].mean():.1f}")
             if step % checkpoint_interval == 0 or step == steps:
                 scored = step % eval_interval == 0 or step == steps
-                checkpointer.save(step, state, last_eval["return_mean"] if scored else None)
+                checkpointer.save(step, state, last_eval["return_mean"] if scored else None, run_timing(prior, train_seconds, run_started))
             if stop_after is not None and updates_done >= stop_after:
                 return {}
         if last_eval is None or int(state.step) != steps:
             last_eval = evaluate(steps)
+        # Collection included in the time: for an online agent an update is not done until its episodes are.
         summary = {
             **last_eval,
-            "steps": steps,
             "train_episodes": steps * num_envs,
-            # Collection included: for an online agent an update is not done until its episodes are.
-            "updates_per_second": updates_done / train_seconds if train_seconds else None,
-            "wall_seconds": time.perf_counter() - run_started,
+            **summary_timing(steps, run_timing(prior, train_seconds, run_started)),
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        ckpt.write_json_atomic(run_dir / "summary.json", summary)
         logger.summary(summary)
         return summary
     finally:

@@ -302,8 +302,8 @@ def has_checkpoint(spec: RunSpec | Path) -> bool:
             return (spec.run_dir / "config.json").is_file() and all(has_checkpoint(m.run_dir) for m in spec.members)
         return has_checkpoint(spec.run_dir)
     run_dir = spec
-    latest = run_dir / "checkpoints" / "latest"
-    return (run_dir / "config.json").is_file() and latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+    saved = run_dir / "checkpoints"  # checkpoints/<step>/ (offrl.checkpoint)
+    return (run_dir / "config.json").is_file() and saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

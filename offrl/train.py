@@ -357,8 +357,12 @@ class Experiment:
 
 
 def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge defaults, presets, --config and command-line overrides (see offrl.config)."""
+    """Merge defaults, presets, --config and command-line overrides (see offrl.config).
+
+    With `resume`, the run's saved config with the overrides applied (`resume_config`)."""
     overrides = dict(argv_overrides)
+    if overrides.get("resume"):
+        return resume_config(overrides.pop("resume"), overrides)
     agent_name = overrides.get("agent", cfg.RUN_DEFAULTS["agent"])
     _, agent_defaults = get_agent(agent_name)
     config = cfg.base_config(agent_defaults)
@@ -377,6 +381,60 @@ def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
     config["dataset"] = dataset
     cfg.validate(config)
     return config
+
+
+# Keys a resumed run may change: they decide how long it trains and when it evaluates,
+# checkpoints and logs, not what an update computes. (`steps` also sets the length of a
+# learning-rate schedule that depends on it, which `resumed_from` points out.)
+RESUME_SAFE_KEYS = (
+    "steps", "eval_interval", "eval_episodes", "eval_deterministic", "checkpoint_interval", "keep_checkpoints",
+    "updates_per_call", "wandb",
+)
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The saved config of `run_dir` with `overrides` applied: a key in `RESUME_SAFE_KEYS`
+    takes its new value, a key given with the run's own value is fine, and any other change
+    is a ConfigError naming the key (it would silently not be the run it claims to be)."""
+    run_dir = Path(run_dir)
+    saved = ckpt.load_config(run_dir)
+    ckpt.check_resumable(run_dir)
+    overrides = dict(overrides)
+    file_path = overrides.pop("config", None)
+    if file_path:
+        overrides = {**cfg.load_yaml(file_path), **overrides}
+    config = json.loads(json.dumps(saved))
+    for key, value in overrides.items():
+        trial = json.loads(json.dumps(saved))
+        cfg.merge(trial, {key: value}, f"--resume {run_dir}")
+        top = key.replace("-", "_").split(".")[0]
+        if json.dumps(trial[top], default=list) == json.dumps(saved[top], default=list):
+            continue
+        if top not in RESUME_SAFE_KEYS:
+            raise cfg.ConfigError(
+                f"--resume {run_dir}: {key} is {saved[top]!r} in the run but {trial[top]!r} was given; a resumed run "
+                f"keeps its data, agent and hyperparameters (it may change only {', '.join(RESUME_SAFE_KEYS)}): "
+                f"start a new run to change {key}"
+            )
+        cfg.merge(config, {key: value}, f"--resume {run_dir}")
+    reached = ckpt.saved_step(run_dir)
+    if reached is not None and config["steps"] < reached:
+        raise cfg.ConfigError(f"--steps {config['steps']} is below step {reached} the run has reached: give --steps {reached} or more")
+    config.update(resume=str(run_dir), run_dir=str(run_dir))
+    cfg.validate(config)
+    return config
+
+
+def given_resume_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`run`'s view of a resume: the keys of `config` that differ from the run defaults count
+    as given (so `{**RUN_DEFAULTS, "resume": RUN_DIR}` is a plain resume) and go through
+    `resume_config`; a config `resolve_config` resumed already passes unchanged."""
+    given = {
+        key: value
+        for key, value in config.items()
+        if key not in ("resume", "run_dir") and (key not in cfg.RUN_DEFAULTS or value != cfg.RUN_DEFAULTS[key])
+    }
+    return resume_config(config["resume"], given)
 
 
 def _data_family(dataset: str, d4rl_reward: str) -> str:
@@ -423,6 +481,56 @@ def boundaries(total: int, *intervals: int) -> list[int]:
     return sorted(points)
 
 
+def resumed_from(checkpointer: ckpt.Checkpointer, step: int, steps: int, agent_defaults: dict[str, Any]) -> dict[str, float]:
+    """Say what a resume from `step` to `steps` updates changes, and return the run's
+    time up to `step` as its checkpoint recorded it."""
+    meta = ckpt.read_meta(checkpointer.directory, step)
+    before = int(meta["config"]["steps"])
+    print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
+    if steps != before and "max_steps" in agent_defaults:
+        print(
+            f"offrl: max_steps (the length of the agent's learning-rate schedules) is now {steps}, not {before}: from "
+            f"step {step} on, this run differs from a {steps}-step run trained from scratch"
+        )
+    return dict(meta.get("timing") or {})
+
+
+def cut_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics.jsonl rows after `step` (and a line a kill cut short): a resumed run
+    trains those steps again from the restored state and logs them anew."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def run_timing(prior: dict[str, float], train_seconds: float, started: float) -> dict[str, float]:
+    """The run's time so far over every process that trained it: `prior` (what the restored
+    checkpoint recorded) plus this process's training time and wall time since `started`."""
+    return {
+        "train_seconds": prior.get("train_seconds", 0.0) + train_seconds,
+        "wall_seconds": prior.get("wall_seconds", 0.0) + time.perf_counter() - started,
+    }
+
+
+def summary_timing(steps: int, timing: dict[str, float]) -> dict[str, Any]:
+    return {
+        "steps": steps,
+        "updates_per_second": steps / timing["train_seconds"] if timing["train_seconds"] else None,
+        "wall_seconds": timing["wall_seconds"],
+    }
+
+
 def run(
     config: dict[str, Any], *, stop_after: int | None = None, progress: bool = True, transitions: Transitions | None = None
 ) -> dict[str, Any]:
@@ -436,8 +544,7 @@ def run(
     """
     resume_dir = config.get("resume")
     if resume_dir:
-        saved = ckpt.load_config(Path(resume_dir))
-        config = {**saved, "resume": str(resume_dir), "run_dir": str(resume_dir)}
+        config = given_resume_config(config)
     cfg.validate(config)
     run_dir = Path(config["run_dir"] or default_run_dir(config))
     config["run_dir"] = str(run_dir)
@@ -494,12 +601,21 @@ def run(
     if config["normalize_observations"]:
         states = [state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std)) for state in states]
 
-    checkpointers = [ckpt.Checkpointer(directory, keep=config["keep_checkpoints"]) for directory in seed_dirs]
+    env = ckpt.env_record(spec)
+    checkpointers = [
+        ckpt.Checkpointer(directory, keep=config["keep_checkpoints"], meta=ckpt.run_meta(config["agent"], seed_cfg, example_batch, env))
+        for directory, seed_cfg in zip(seed_dirs, seed_configs)
+    ]
     saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
-    if resume_dir and None not in saved_steps:
-        step = min(saved_steps)  # seeds are saved together; a kill between two saves leaves the older step in both
-        states = [config_hparams(ckpt.restore(c.latest.directory, step, s), s) for c, s in zip(checkpointers, states)]
-        print(f"offrl: resumed from step {step}")
+    prior: dict[str, float] = {}
+    if resume_dir:
+        # Seeds are saved together; a kill between two saves leaves the older step in every seed.
+        restored = min(saved_steps) if None not in saved_steps else 0
+        if restored:
+            states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
+            prior = resumed_from(checkpointers[0], restored, steps, experiment.agent_defaults)
+        for directory in seed_dirs:
+            cut_metrics(directory, restored)
     state = shard_seeds(stack_states(states))
     buffer = replicate(buffer)
     loggers = [RunLogger(directory, seed_cfg, resume=bool(resume_dir), concurrent=len(seeds) > 1)
@@ -560,21 +676,18 @@ def run(
                     logger.log({f"eval/{name}": value for name, value in result.items()}, step=boundary)
                 bar.set_postfix(score=f"{np.mean([score_of(r) for r in last_eval]):.1f}", ups=f"{length / elapsed:.0f}")
             if boundary % checkpoint_interval == 0 or boundary == steps:
+                timing = run_timing(prior, train_seconds, run_started)
                 for index, checkpointer in enumerate(checkpointers):
-                    checkpointer.save(boundary, seed_slice(state, index), score_of(last_eval[index]) if evaluated else None)
+                    checkpointer.save(boundary, seed_slice(state, index), score_of(last_eval[index]) if evaluated else None, timing)
             if stop_after is not None and updates_done >= stop_after:
                 return {}
         if last_eval is None or int(state.step[0]) != steps:
             last_eval = evaluate(steps)
-        timing = {
-            "steps": steps,
-            "updates_per_second": updates_done / train_seconds if train_seconds else None,
-            "wall_seconds": time.perf_counter() - run_started,
-        }
+        timing = summary_timing(steps, run_timing(prior, train_seconds, run_started))
         summaries = [{**member.combination, **result, **timing, "seed": member.seed}
                      for result, member in zip(last_eval, members)]
         for directory, summary, logger in zip(seed_dirs, summaries, loggers):
-            (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+            ckpt.write_json_atomic(directory / "summary.json", summary)
             logger.summary(summary)
         per_combination = []
         num_seeds = int(config["num_seeds"])
@@ -584,12 +697,12 @@ def run(
                 per_combination.append(seed_summaries[0])
                 continue
             combined = {**combination, **aggregate_over_seeds(seed_summaries), **timing, "seeds": seed_summaries}
-            (members[start].directory.parent / "summary.json").write_text(json.dumps(combined, indent=2))
+            ckpt.write_json_atomic(members[start].directory.parent / "summary.json", combined)
             per_combination.append(combined)
         if not grid:
             return per_combination[0]
         summary = {"vmap": grid, **timing, "combinations": per_combination}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        ckpt.write_json_atomic(run_dir / "summary.json", summary)
         return summary
     finally:
         bar.close()
@@ -600,11 +713,52 @@ def run(
             logger.close()
 
 
-def restore_run(path: str | Path, which: str = "latest") -> tuple[LoopState, Experiment, int]:
-    """The saved loop state of a run directory or checkpoint, on this machine's device."""
+def restore_run(path: str | Path, which: str = "latest", data: bool = True) -> tuple[LoopState, Experiment, int]:
+    """The saved loop state of a run directory or checkpoint, on this machine's device.
+
+    With `data=False` it needs only the run directory: the agent is rebuilt from the config
+    and input shapes saved with the checkpoint, the evaluation env from its stored
+    description, and the experiment has no transitions. With `data=True` (for analyses
+    over the dataset) an offline run's dataset is loaded too. Older run directories
+    restore through their dataset either way."""
     manager_dir, step = ckpt.find_checkpoint(path, which)
-    config = ckpt.load_config(ckpt.run_dir_of(manager_dir))
-    experiment = build_experiment(config)
+    run_dir = ckpt.run_dir_of(manager_dir)
+    if manager_dir.name in ckpt.LEGACY_MANAGERS:
+        return _restore_legacy_run(manager_dir, step, run_dir)
+    meta = ckpt.read_meta(manager_dir, step)
+    experiment = experiment_from_meta(meta, run_dir)
+    if data and experiment.config.get("dataset") and not getattr(experiment.agent_cls, "online", False):
+        experiment = replace(experiment, transitions=build_experiment(experiment.config).transitions)
+    abstract_state = jax.eval_shape(lambda: experiment.initial_state(ckpt.zeros_batch(meta["example_batch"])))
+    return ckpt.restore(manager_dir, step, abstract_state), experiment, step
+
+
+def experiment_from_meta(meta: dict[str, Any], run_dir: Path) -> Experiment:
+    """The experiment a checkpoint's meta describes, without its dataset (see `restore_run`).
+
+    Agent keys added since the run was saved take their current defaults; `run_dir` is where
+    the run is now (it may have been copied since)."""
+    agent_cls, agent_defaults = get_agent(meta["agent"])
+    config = {**agent_defaults, **meta["config"], "run_dir": str(run_dir)}
+    spec = ckpt.spec_from_record(meta["env"])
+    if spec is None:  # an env not storable as JSON: rebuilt from the dataset, as before
+        return replace(build_experiment(config), config=config)
+    return Experiment(config, agent_cls, agent_defaults, spec, transitions=None)
+
+
+def _restore_legacy_run(manager_dir: Path, step: int, run_dir: Path) -> tuple[LoopState, Experiment, int]:
+    """A checkpoint from before self-contained checkpoints (checkpoints/latest, best): its
+    shapes come from the dataset, which must therefore be present."""
+    from offrl.data import DatasetError
+
+    config = ckpt.load_config(run_dir)
+    try:
+        experiment = build_experiment(config)
+    except (DatasetError, FileNotFoundError) as error:
+        raise FileNotFoundError(
+            f"{run_dir} was saved before checkpoints stored their input shapes, so restoring it needs its dataset "
+            f"{config.get('dataset')!r}, which failed: {error}"
+        ) from None
     if getattr(experiment.agent_cls, "online", False):  # no dataset: rows shaped like the env's
         from offrl.online import example_batch
 

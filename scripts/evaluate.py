@@ -3,8 +3,10 @@
     [--goal=X,Y | --reward dataset|MODULE:FUNCTION [--reward-samples N] [--center-reward]] [--value-map FILE.png]
 
 RUN_DIR_OR_CHECKPOINT is a run directory (its latest checkpoint, or the best with --best)
-or a checkpoint directory RUN_DIR/checkpoints/{latest,best}/STEP. Prints the metrics;
---json writes them (return_mean, return_std, normalized_score, success_rate, episodes, ...).
+or a checkpoint directory RUN_DIR/checkpoints/STEP. Prints the metrics; --json writes them
+(return_mean, return_std, normalized_score, success_rate, episodes, ...). The run directory
+is enough: checkpoints hold the config, input shapes and evaluation env, so the dataset
+need not be present (only --reward reads it).
 
 FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the `z` used).
 Without --goal or --reward, FB acts as in the training loop's evaluation: z = B(observed goal)
@@ -122,7 +124,18 @@ def load_reward_fn(spec: str) -> Callable[[np.ndarray], np.ndarray]:
     return rewards
 
 
-def task_z(args: argparse.Namespace, state: Any, transitions: Any) -> tuple[str | None, jax.Array | None]:
+def dataset_transitions(experiment: Any) -> Any:
+    """The run's dataset rows, for --reward: a restored run carries none (checkpoints are
+    self-contained), so the dataset is loaded here, and must then be present."""
+    if experiment.transitions is not None:
+        return experiment.transitions
+    from offrl.data import load_dataset
+
+    config = experiment.config
+    return load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=config.get("d4rl_reward", "auto"))[0]
+
+
+def task_z(args: argparse.Namespace, state: Any, experiment: Any) -> tuple[str | None, jax.Array | None]:
     """The --goal or --reward task and its z, (None, None) without either."""
     from agents.fb import goal_observation, infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards
 
@@ -135,6 +148,7 @@ def task_z(args: argparse.Namespace, state: Any, transitions: Any) -> tuple[str 
     if args.reward is None:
         return None, None
     # Next observations: rewards are received there (r(s, a, s')) and B is trained on them.
+    transitions = dataset_transitions(experiment)
     observations = transitions.next_observations
     normalization = {"obs_mean": state.obs_mean, "obs_std": state.obs_std, "center": args.center_reward}
     if args.reward == "dataset":
@@ -171,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     which = "best" if args.best else "latest"
     check_fb_options(args, which)
-    state, experiment, step = restore_run(args.path, which)
+    state, experiment, step = restore_run(args.path, which, data=False)
     config = experiment.config
     seed = config["seed"] if args.seed is None else args.seed
     episodes = args.episodes or config["eval_episodes"]
     deterministic = config["eval_deterministic"] and not args.stochastic
-    task, z = task_z(args, state, experiment.transitions)
+    task, z = task_z(args, state, experiment)
     if z is not None:
         state = state.replace(agent=state.agent.with_task(z))
     # The training loop's own evaluation, for one seed: the same episodes as the run's summary.

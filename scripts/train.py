@@ -1,7 +1,10 @@
 """Train an agent: python scripts/train.py --agent iql-ddpg [--dataset ID_OR_FILE] [--key value ...]
 
 Every config key can be overridden as --key value or --key=value (see offrl/config.py and
-configs/); --config FILE.yaml merges a preset; --resume RUN_DIR continues a killed run.
+configs/); --config FILE.yaml merges a preset. --resume RUN_DIR continues a killed or
+finished run from its latest checkpoint; --steps N with it extends the run to N updates.
+With --resume, keys that change only when the run evaluates, checkpoints and logs may be
+given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 --num-seeds K trains seeds seed..seed+K-1 together; --vmap KEY=V1,V2[,KEY2=...] trains every
 combination of those hyperparameter values (x seeds) in one compiled program, each its own
 run in RUN_DIR/KEY=V... (offrl/vmap.py; only an agent's batchable_hparams).

@@ -40,7 +40,7 @@ TWO_ROOMS = """
 def train(agent, buffer, num_updates, chunk=500, loop_seed=0):
     """The training loop's fused updates, `chunk` per compiled call."""
     train_chunk = make_train_chunk(FBAgent, chunk)
-    state = LoopState.initial(agent, jax.random.PRNGKey(loop_seed), buffer.data["observations"].shape[-1])
+    state = LoopState.initial(agent, jax.random.PRNGKey(loop_seed), buffer.observation_dim)
     for _ in range(num_updates // chunk):
         state, info = train_chunk(state, buffer)
     return state.agent, info

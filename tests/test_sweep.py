@@ -105,7 +105,7 @@ def test_interrupted_runs_resume_from_their_checkpoint(tmp_path):
     fresh = sw.build_command(sweep, spec, {"steps": "100"}, "disabled")
     assert fresh[0] == sys.executable and fresh[1] == str(REPO / "scripts/train.py")
     assert fresh[2:] == ["--wandb.mode=disabled", "--seed=0", "--steps=100", f"--run_dir={spec.run_dir}"]
-    (spec.run_dir / "checkpoints" / "latest" / "300").mkdir(parents=True)
+    (spec.run_dir / "checkpoints" / "300").mkdir(parents=True)
     (spec.run_dir / "config.json").write_text("{}")
     assert sw.build_command(sweep, spec, {"steps": "100"}, "disabled")[2:] == [f"--resume={spec.run_dir}"]
 
@@ -195,11 +195,11 @@ def test_folded_process_resumes_only_when_every_member_saved(tmp_path):
     (process.run_dir).mkdir(parents=True)
     (process.run_dir / "config.json").write_text("{}")
     for member in process.members[:-1]:
-        (member.run_dir / "checkpoints" / "latest" / "100").mkdir(parents=True)
+        (member.run_dir / "checkpoints" / "100").mkdir(parents=True)
         (member.run_dir / "config.json").write_text("{}")
     assert "--resume" not in " ".join(sw.build_command(folding_sweep(), process, {}, "disabled"))
     last = process.members[-1].run_dir
-    (last / "checkpoints" / "latest" / "100").mkdir(parents=True)
+    (last / "checkpoints" / "100").mkdir(parents=True)
     (last / "config.json").write_text("{}")
     assert sw.build_command(folding_sweep(), process, {}, "disabled")[2:] == [f"--resume={process.run_dir}"]
 

@@ -56,7 +56,7 @@ def test_train_and_evaluate_scripts(small_umaze_id, tmp_path):
     for key, value in TINY.items():
         argv += [f"--{key}={','.join(map(str, value)) if isinstance(value, list) else value}"]
     assert train_script.main(argv) == 0
-    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/latest", "checkpoints/best"):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/200/state", "checkpoints/200/meta"):
         assert (run_dir / name).exists(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     for field in ("return_mean", "return_std", "normalized_score", "success_rate", "episodes", "steps",

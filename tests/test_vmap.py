@@ -81,7 +81,7 @@ def test_grid_layout_summaries_and_wandb_group(grid_run):
             assert seed_config["expectile"] == row["expectile"]
             assert seed_config["wandb"]["group"] == "grid"
             assert seed_config["wandb"]["name"] == f"grid-{combination_name(combination)}-seed{seed}"
-            assert (combo_dir / f"seed{seed}" / "checkpoints" / "latest").is_dir()
+            assert (combo_dir / f"seed{seed}" / "checkpoints" / "200" / "state").is_dir()
 
 
 def test_grid_resume_continues_every_member_exactly(small_umaze_id, grid_run, tmp_path):

@@ -1,0 +1,175 @@
+"""Self-contained checkpoints: one manager keeps the latest and the best, a copied run
+directory evaluates and loads with no dataset, JSON files are replaced atomically, and run
+directories in the older layout restore through their dataset or say what to do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import offrl.data
+from offrl import checkpoint as ckpt
+from offrl import load_policy
+from offrl.cli import main_guard
+from offrl.train import resolve_config, restore_run, run
+
+from test_train import leaves, tiny_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import evaluate as evaluate_script  # noqa: E402
+import train as train_script  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def finished_run(small_umaze_id, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("checkpoint") / "run"
+    summary = run(tiny_config(small_umaze_id, run_dir, agent="iql-ddpg", steps=300, eval_interval=100,
+                              normalize_observations=True), progress=False)
+    return run_dir, summary
+
+
+def test_one_manager_keeps_the_latest_and_the_best_in_one_write(tmp_path):
+    checkpointer = ckpt.Checkpointer(tmp_path, keep=2, meta={"agent": "x"})
+    for step, score in [(1, 5.0), (2, None), (3, 1.0), (4, 2.0), (5, None)]:
+        checkpointer.save(step, {"w": jnp.full(3, float(step))}, score)
+    checkpointer.close()
+    directory = tmp_path / "checkpoints"
+    assert sorted(int(path.name) for path in directory.iterdir() if path.name.isdigit()) == [1, 4, 5]
+    assert sorted(path.name for path in directory.iterdir() if not path.name.isdigit() and not path.name.startswith("_")) == []
+    assert {path.name for path in (directory / "5").iterdir()} >= {"state", "meta"}
+    assert ckpt.find_checkpoint(tmp_path, "latest") == (directory.resolve(), 5)
+    assert ckpt.find_checkpoint(tmp_path, "best") == (directory.resolve(), 1)
+    assert ckpt.read_meta(directory, 1) == {"agent": "x", "step": 1, "score": 5.0, "timing": {}}
+    restored = ckpt.restore(directory, 1, {"w": jnp.zeros(3)})
+    np.testing.assert_array_equal(restored["w"], np.full(3, 1.0))
+
+
+def test_best_without_any_score_says_so(tmp_path):
+    checkpointer = ckpt.Checkpointer(tmp_path, keep=2)
+    checkpointer.save(1, {"w": jnp.zeros(2)})
+    checkpointer.close()
+    with pytest.raises(FileNotFoundError, match="no scored checkpoint .* use no --best"):
+        ckpt.find_checkpoint(tmp_path, "best")
+
+
+def test_copied_run_directory_evaluates_and_loads_without_its_dataset(finished_run, tmp_path, monkeypatch):
+    run_dir, summary = finished_run
+    copied = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run_dir, copied)
+    empty_store = tmp_path / "empty_minari"
+    empty_store.mkdir()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(empty_store))
+
+    def no_dataset(*args, **kwargs):
+        raise AssertionError("the dataset was loaded")
+
+    monkeypatch.setattr(offrl.data, "load_dataset", no_dataset)
+    out = tmp_path / "eval.json"
+    assert evaluate_script.main([str(copied), "--json", str(out)]) == 0
+    evaluation = json.loads(out.read_text())
+    assert evaluation["step"] == 300
+    assert evaluation["return_mean"] == pytest.approx(summary["return_mean"])
+    assert evaluation["normalized_score"] == pytest.approx(summary["normalized_score"])
+
+    policy = load_policy(copied)
+    assert policy.step == 300 and policy.config["run_dir"] == str(copied.resolve())
+    state, _, _ = restore_run(run_dir, data=False)
+    np.testing.assert_array_equal(np.asarray(policy.obs_mean), np.asarray(state.obs_mean))
+    actions = policy(np.zeros((5, 4), np.float32))
+    assert actions.shape == (5, 2) and np.abs(actions).max() <= 1.0
+    assert list(empty_store.iterdir()) == [], "nothing was generated into the Minari store"
+
+
+def test_json_files_are_replaced_atomically(tmp_path):
+    path = tmp_path / "summary.json"
+    ckpt.write_json_atomic(path, {"return_mean": 1.0})
+    with pytest.raises(TypeError):
+        ckpt.write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"return_mean": 1.0}, "a failed write leaves the old file whole"
+    ckpt.write_json_atomic(path, {"return_mean": 2.0})
+    assert json.loads(path.read_text()) == {"return_mean": 2.0}
+    assert [child.name for child in tmp_path.iterdir()] == ["summary.json"]
+
+
+def legacy_copy(run_dir: Path, target: Path) -> Path:
+    """The run directory as the code before self-contained checkpoints wrote it: the same
+    state under checkpoints/latest/<step> and checkpoints/best/<step>, no meta."""
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoints"))
+    state, _, step = restore_run(run_dir)
+    for which in ("latest", "best"):
+        manager = ocp.CheckpointManager((target / "checkpoints" / which).resolve())
+        manager.save(step, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+        manager.close()
+    return target
+
+
+def test_older_run_directories_restore_through_their_dataset(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    legacy = legacy_copy(run_dir, tmp_path / "legacy")
+    state, experiment, step = restore_run(legacy)
+    assert step == 300 and experiment.transitions is not None
+    for a, b in zip(leaves(state), leaves(restore_run(run_dir)[0])):
+        np.testing.assert_array_equal(a, b)
+    assert evaluate_script.main([str(legacy), "--best"]) == 0
+
+    # Without the dataset: one line that says why and what it needs.
+    config = json.loads((legacy / "config.json").read_text())
+    (legacy / "config.json").write_text(json.dumps({**config, "dataset": str(tmp_path / "moved.hdf5")}))
+    capsys.readouterr()
+    assert main_guard(lambda: evaluate_script.main([str(legacy)])) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "saved before checkpoints stored their input shapes" in err and "moved.hdf5" in err
+
+    # Resuming one is refused with what to do instead.
+    assert main_guard(lambda: train_script.main(["--resume", str(legacy), "--steps", "400"])) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "layout before self-contained checkpoints" in err and "start a new run" in err
+
+
+def test_resolve_config_of_a_legacy_run_is_refused_before_anything_is_written(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    legacy = legacy_copy(run_dir, tmp_path / "legacy")
+    before = (legacy / "config.json").read_text()
+    with pytest.raises(FileNotFoundError, match="layout before self-contained checkpoints"):
+        run(resolve_config({"resume": str(legacy), "steps": 400}), progress=False)
+    assert (legacy / "config.json").read_text() == before
+
+
+def test_env_records_rebuild_the_env_without_the_dataset():
+    """Built-in envs are stored by factory; others (e.g. a Minari dataset's recorded env) by
+    their gymnasium EnvSpec; a factory outside the allowed list is never imported."""
+    import functools
+
+    import gymnasium as gym
+
+    from offrl.data.registry import DatasetSpec
+    from offrl.envs import make_env
+
+    def spec_of(factory):
+        return DatasetSpec(name="x", family="minari", env_factory=factory, ref_min_score=0.0, ref_max_score=1.0,
+                           goal_conditioned=False)
+
+    by_factory = ckpt.env_record(spec_of(functools.partial(make_env, "CartPole-v1")))
+    assert by_factory["factory"] == {"function": "offrl.envs:make_env", "args": ["CartPole-v1"], "kwargs": {}}
+    by_gym_spec = ckpt.env_record(spec_of(lambda **kwargs: gym.make("CartPole-v1", max_episode_steps=50, **kwargs)))
+    assert by_gym_spec["factory"] is None and by_gym_spec["gym_spec"] is not None
+    for record in (by_factory, by_gym_spec):
+        record = json.loads(json.dumps(record))
+        assert record["observation_space"]["shape"] == [4] and record["action_space"] == {"type": "Discrete", "n": 2, "start": 0}
+        spec = ckpt.spec_from_record(record)
+        assert (spec.name, spec.ref_max_score) == ("x", 1.0)
+        env = spec.env_factory()
+        assert env.observation_space.shape == (4,)
+        env.close()
+    assert ckpt.spec_from_record(by_gym_spec).env_factory().spec.max_episode_steps == 50
+    with pytest.raises(ValueError, match="not one of"):
+        ckpt.spec_from_record({**by_factory, "factory": {"function": "os:system", "args": ["true"], "kwargs": {}}})
