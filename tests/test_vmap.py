@@ -89,6 +89,8 @@ def test_grid_resume_continues_every_member_exactly(small_umaze_id, grid_run, tm
     killed = tmp_path / "killed"
     config = tiny_config(small_umaze_id, killed, vmap=GRID, checkpoint_interval=100, **SETTINGS)
     assert run(config, stop_after=100, progress=False) == {}
+    with pytest.raises(cfg.ConfigError, match="--steps 50 is below step 100"):
+        run({**cfg.RUN_DEFAULTS, "resume": str(killed), "steps": 50}, progress=False)
     resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed)}, progress=False)
     assert [row["return_mean"] for row in resumed["combinations"]] == [row["return_mean"] for row in summary["combinations"]]
     for combination in combinations(parse_vmap(GRID)):
