@@ -10,7 +10,7 @@ Each run writes into `OUT/runs/<name>`; a run counts as finished once its
 `summary.json` exists, so an interrupted sweep rerun with the same command skips finished
 runs, resumes half-done ones from their checkpoint (`--resume`) and retries the rest.
 
-`plan(..., fold=True)` (scripts/sweep.py --vmap) folds a grid's batchable axes (the agent's
+`fold_grid` (scripts/sweep.py --vmap) folds a grid's batchable axes (the agent's
 `batchable_hparams`) and a consecutive seed axis into one `train.py --vmap ... --num-seeds K`
 process per remaining combination: start-up, dataset load and compilation are paid once per
 process instead of once per run. Each grid point is still its own run directory (a member of
