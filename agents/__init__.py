@@ -12,6 +12,8 @@ these, so it can `lax.scan` over updates and `vmap` over seeds for any agent.
 Optional class attributes the loop reads:
     online: bool = False          # collects its own episodes instead of reading a dataset
     sample_batch(buffer, key, config) -> batch   # staticmethod; default uniform rows
+    batchable_hparams: tuple[str, ...] = ()      # config keys held as arrays in the agent state
+                                                 # (not static config), which --vmap may batch
 """
 
 from __future__ import annotations

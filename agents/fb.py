@@ -93,11 +93,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.training.train_state import TrainState
 
 from offrl.config import option
-from offrl.networks import default_init, polyak_update
+from offrl.networks import adam_optimizer, default_init, polyak_update
 
 if TYPE_CHECKING:
     from offrl.envs.pointmaze import MazeGeometry
@@ -141,6 +140,10 @@ class FBConfig:
 # The registry, offrl.config and this module's code read the config as a flat dict.
 CONFIG_CLASS = FBConfig
 DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(FBConfig())
+
+# Numeric hyperparameters are arrays in the agent state (`FBAgent.hparams`; the learning rate
+# in the optimizer states), not static config, so `--vmap` can batch them like seeds.
+LOSS_HPARAMS = ("gamma", "tau", "ortho_coef", "mix_ratio", "actor_noise", "actor_noise_clip", "reward_z_decay")
 
 CHOICES = {
     "target_action": ("target", "online"),
@@ -352,7 +355,10 @@ class FBAgent(flax.struct.PyTreeNode):
     actor: TrainState | None
     z: jax.Array  # zeros until with_task
     reward_z: jax.Array  # EMA of batch means of r B(s'), unnormalised: the dataset-reward task
-    config: Any = flax.struct.field(pytree_node=False)
+    hparams: dict[str, jax.Array]  # LOSS_HPARAMS as float32 scalars
+    config: Any = flax.struct.field(pytree_node=False)  # without LOSS_HPARAMS and learning_rate
+    # Config keys --vmap may batch: they change values, never shapes or code paths.
+    batchable_hparams = LOSS_HPARAMS + ("learning_rate",)
 
     @classmethod
     def create(cls, config: dict, example_batch: Batch, key: jax.Array) -> FBAgent:
@@ -372,7 +378,11 @@ class FBAgent(flax.struct.PyTreeNode):
                 raise ValueError(
                     f"eval_goal_dims {config['eval_goal_dims']} must have as many dims as B's input ({goal_width}: goal_dims {config['goal_dims']})"
                 )
-        config = flax.core.FrozenDict(config)
+        hparams = {key: jnp.asarray(config[key], jnp.float32) for key in LOSS_HPARAMS}
+        learning_rate = config["learning_rate"]
+        # The numeric values leave the static config, so no code can read a compiled-in copy
+        # that would be wrong for the other members of a --vmap batch.
+        config = flax.core.FrozenDict({key: value for key, value in config.items() if key not in cls.batchable_hparams})
         d = config["z_dim"]
         discrete = config["discrete_actions"]
         observations = jnp.asarray(example_batch["observations"][:1])
@@ -390,7 +400,7 @@ class FBAgent(flax.struct.PyTreeNode):
         backward_params = backward_def.init(backward_key, goal_inputs(observations, config))["params"]
 
         def make_state(module: nn.Module, params: Any) -> TrainState:
-            return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(config["learning_rate"]))
+            return TrainState.create(apply_fn=module.apply, params=params, tx=adam_optimizer(learning_rate))
 
         actor = None
         if not discrete:
@@ -405,6 +415,7 @@ class FBAgent(flax.struct.PyTreeNode):
             actor=actor,
             z=jnp.zeros((d,)),
             reward_z=jnp.zeros((d,)),
+            hparams=hparams,
             config=config,
         )
 
@@ -433,9 +444,9 @@ class FBAgent(flax.struct.PyTreeNode):
         """tanh(mu(s, z)) plus clipped Gaussian noise, clipped to [-1, 1] (continuous)."""
         mean = self.actor_mean(observations, z, params)
         noise = jnp.clip(
-            self.config["actor_noise"] * jax.random.normal(key, mean.shape),
-            -self.config["actor_noise_clip"],
-            self.config["actor_noise_clip"],
+            self.hparams["actor_noise"] * jax.random.normal(key, mean.shape),
+            -self.hparams["actor_noise_clip"],
+            self.hparams["actor_noise_clip"],
         )
         return jnp.clip(mean + noise, -1.0, 1.0)
 
@@ -447,7 +458,7 @@ class FBAgent(flax.struct.PyTreeNode):
         z = sample_z(sphere_key, n, d)
         shuffled = jax.random.permutation(perm_key, observations)
         from_data = jax.lax.stop_gradient(self.backward_values(shuffled))
-        use_data = jax.random.uniform(mix_key, (n, 1)) < self.config["mix_ratio"]
+        use_data = jax.random.uniform(mix_key, (n, 1)) < self.hparams["mix_ratio"]
         return jnp.where(use_data, from_data, z)
 
     def _target_measure(self, batch: Batch, z: jax.Array, key: jax.Array) -> jax.Array:
@@ -474,10 +485,10 @@ class FBAgent(flax.struct.PyTreeNode):
             actions = batch["actions"][:, 0].astype(jnp.int32)
             F = forward_at_actions(F, actions)
         B = self.backward_values(batch["next_observations"], params=backward_params)
-        discounts = self.config["gamma"] * (1.0 - batch["terminals"])
+        discounts = self.hparams["gamma"] * (1.0 - batch["terminals"])
         fb, fb_info = measure_loss(F, B, target_M, discounts)
         orth, orth_info = orthonormality_loss(B)
-        loss = fb + self.config["ortho_coef"] * orth
+        loss = fb + self.hparams["ortho_coef"] * orth
         return loss, ({"fb_loss": fb, "orth_loss": orth, **fb_info, **orth_info}, B)
 
     def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
@@ -495,7 +506,7 @@ class FBAgent(flax.struct.PyTreeNode):
         # Rewards are received at s' (r(s, a, s')) and B is trained on s', as in
         # infer_z_from_rewards on next observations; no centring, as its default.
         batch_reward_z = jnp.mean(batch["rewards"].reshape(-1, 1) * jax.lax.stop_gradient(B), axis=0)
-        decay = self.config["reward_z_decay"]
+        decay = self.hparams["reward_z_decay"]
         agent = self.replace(
             reward_z=decay * self.reward_z + (1.0 - decay) * batch_reward_z,
             rng=rng,
@@ -507,7 +518,7 @@ class FBAgent(flax.struct.PyTreeNode):
             actor_grads, actor_info = jax.grad(agent.actor_loss, has_aux=True)(agent.actor.params, batch["observations"], z, actor_key)
             agent = agent.replace(actor=agent.actor.apply_gradients(grads=actor_grads))
             info.update(actor_info)
-        tau = self.config["tau"]
+        tau = self.hparams["tau"]
         agent = agent.replace(
             target_forward_params=polyak_update(agent.forward.params, agent.target_forward_params, tau),
             target_backward_params=polyak_update(agent.backward.params, agent.target_backward_params, tau),

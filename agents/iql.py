@@ -29,7 +29,6 @@ import distrax
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
 from offrl.config import option
@@ -41,6 +40,7 @@ from offrl.networks import (
     STD_PARAMETRIZATIONS,
     GaussianPolicy,
     ValueNetwork,
+    adam_optimizer,
     polyak_update,
 )
 from offrl.tokenizers import BinTokenizer, KMeansTokenizer, fit_tokenizer
@@ -101,6 +101,11 @@ CONFIG_CLASS = IQLConfig
 DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(IQLConfig())
 
 EXTRACTIONS = ("awr", "ddpg", "dawr")
+# Numeric hyperparameters are arrays in the agent state (`IQLAgent.hparams`), not static config,
+# so one compiled update serves every value and `--vmap` can batch them the way seeds are
+# batched. The learning rates live in the optimizer states (`adam_optimizer`).
+LOSS_HPARAMS = ("expectile", "temperature", "max_weight", "bc_weight", "discount", "tau")
+LEARNING_RATES = ("actor_lr", "critic_lr", "value_lr")
 ACTOR_ADVANTAGES = ("pre_update", "post_update")
 
 
@@ -149,7 +154,10 @@ class IQLAgent(flax.struct.PyTreeNode):
     actor: TrainState
     tokenizer: KMeansTokenizer | BinTokenizer | None
     rng: jax.Array  # dropout masks; split once per update
-    config: Any = flax.struct.field(pytree_node=False)
+    hparams: dict[str, jax.Array]  # LOSS_HPARAMS as float32 scalars
+    config: Any = flax.struct.field(pytree_node=False)  # without LOSS_HPARAMS and LEARNING_RATES
+    # Config keys --vmap may batch: they change values, never shapes or code paths.
+    batchable_hparams = LOSS_HPARAMS + LEARNING_RATES
 
     @classmethod
     def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> IQLAgent:
@@ -184,10 +192,10 @@ class IQLAgent(flax.struct.PyTreeNode):
         value = TrainState.create(
             apply_fn=value_net.apply,
             params=value_net.init(value_key, observations)["params"],
-            tx=optax.adam(config["value_lr"]),
+            tx=adam_optimizer(config["value_lr"]),
         )
         critic_params = critic_net.init(critic_key, observations, actions)["params"]
-        critic = TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=optax.adam(config["critic_lr"]))
+        critic = TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=adam_optimizer(config["critic_lr"]))
 
         tokenizer = None
         if config["extraction"] == "awr":
@@ -215,17 +223,14 @@ class IQLAgent(flax.struct.PyTreeNode):
                 actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"], **head)
             else:
                 actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens, **head)
-        if config["actor_lr_schedule"] == "cosine":
-            actor_lr = optax.cosine_decay_schedule(config["actor_lr"], config["max_steps"])
-        elif config["actor_lr_schedule"] == "constant":
-            actor_lr = config["actor_lr"]
-        else:
-            raise ValueError(f"actor_lr_schedule must be 'cosine' or 'constant', got {config['actor_lr_schedule']!r}")
         actor = TrainState.create(
             apply_fn=actor_net.apply,
             params=actor_net.init(actor_key, observations)["params"],
-            tx=optax.adam(actor_lr),
+            tx=adam_optimizer(config["actor_lr"], config["actor_lr_schedule"], config["max_steps"]),
         )
+        # The numeric values leave the static config, so no code can read a compiled-in copy
+        # that would be wrong for the other members of a --vmap batch.
+        static = {key: value for key, value in config.items() if key not in cls.batchable_hparams}
         return cls(
             value=value,
             critic=critic,
@@ -233,7 +238,8 @@ class IQLAgent(flax.struct.PyTreeNode):
             actor=actor,
             tokenizer=tokenizer,
             rng=rng,
-            config=config,
+            hparams={key: jnp.asarray(config[key], jnp.float32) for key in LOSS_HPARAMS},
+            config=flax.core.FrozenDict(static),
         )
 
     def total_loss(
@@ -246,7 +252,7 @@ class IQLAgent(flax.struct.PyTreeNode):
     ) -> tuple[jax.Array, dict]:
         """Value, critic and actor losses from one set of forward passes. `actor_value` is the V(s)
         the advantage uses when it is not this step's pre-update V (None: pre-update)."""
-        config = self.config
+        hparams = self.hparams
         observations, actions = batch["observations"], batch["actions"]
         batch_size = observations.shape[0]
 
@@ -255,8 +261,8 @@ class IQLAgent(flax.struct.PyTreeNode):
         )
         value, next_value = both_values[:batch_size], jax.lax.stop_gradient(both_values[batch_size:])
 
-        v_loss, v_info = value_loss(target_q, value, config["expectile"])
-        td_target = batch["rewards"] + config["discount"] * (1.0 - batch["terminals"]) * next_value
+        v_loss, v_info = value_loss(target_q, value, hparams["expectile"])
+        td_target = batch["rewards"] + hparams["discount"] * (1.0 - batch["terminals"]) * next_value
         q = self.critic.apply_fn({"params": params["critic"]}, observations, actions)
         q_loss, q_info = critic_loss(q, td_target)
 
@@ -281,8 +287,8 @@ class IQLAgent(flax.struct.PyTreeNode):
             q_policy = self.critic.apply_fn(
                 {"params": jax.lax.stop_gradient(self.critic.params)}, observations, policy_actions
             ).min(axis=0)
-            return ddpg_loss(q_policy, policy_actions, actions, config["bc_weight"], config["normalize_q_loss"])
-        weights = awr_weights(advantage, config["temperature"], config["max_weight"])
+            return ddpg_loss(q_policy, policy_actions, actions, self.hparams["bc_weight"], config["normalize_q_loss"])
+        weights = awr_weights(advantage, self.hparams["temperature"], self.hparams["max_weight"])
         dist = self._actor_apply(actor_params, observations, dropout_key)
         if extraction == "awr":
             loss, info = awr_loss(dist, actions, weights)
@@ -306,7 +312,7 @@ class IQLAgent(flax.struct.PyTreeNode):
             # The value step alone (its gradient is the same as inside the joint loss), then
             # the actor's advantage against the new V, as the IQL authors and d3rlpy order it.
             value_grads = jax.grad(
-                lambda p: value_loss(target_q, self.value.apply_fn({"params": p}, observations), config["expectile"])[0]
+                lambda p: value_loss(target_q, self.value.apply_fn({"params": p}, observations), self.hparams["expectile"])[0]
             )(self.value.params)
             value = self.value.apply_gradients(grads=value_grads)
             actor_value = self.value.apply_fn({"params": value.params}, observations)
@@ -315,7 +321,7 @@ class IQLAgent(flax.struct.PyTreeNode):
             value = self.value.apply_gradients(grads=grads["value"])
         critic = self.critic.apply_gradients(grads=grads["critic"])
         actor = self.actor.apply_gradients(grads=grads["actor"])
-        target = polyak_update(critic.params, self.target_critic_params, config["tau"])
+        target = polyak_update(critic.params, self.target_critic_params, self.hparams["tau"])
         return self.replace(value=value, critic=critic, actor=actor, target_critic_params=target, rng=rng), info
 
     @functools.partial(jax.jit, static_argnames=("deterministic",))

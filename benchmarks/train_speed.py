@@ -39,9 +39,9 @@ def synthetic_transitions(rows: int, obs_dim: int, action_dim: int, seed: int = 
     )
 
 
-def make_agent(name: str, hidden: tuple[int, ...], transitions, seed: int = 0):
+def make_agent(name: str, hidden: tuple[int, ...], transitions, seed: int = 0, **overrides):
     cls, config = get_agent(name)
-    config.update(hidden_dims=hidden)
+    config.update(hidden_dims=hidden, **overrides)
     example = transitions[:10_000].as_dict()
     return cls, cls.create(config, example, jax.random.PRNGKey(seed))
 

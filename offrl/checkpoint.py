@@ -108,8 +108,10 @@ def check_resumable(run_dir: Path) -> None:
 
 def saved_step(run_dir: Path) -> int | None:
     """The step a resume of `run_dir` restores: its latest checkpoint, the oldest of its
-    seeds' latest ones for a multi-seed run; None before the first checkpoint."""
-    seed_dirs = sorted(Path(run_dir).glob("seed*/checkpoints"))
+    seeds' (or --vmap members': <key=value...>[/seed<N>]) latest ones for a batched run; None
+    before the first checkpoint."""
+    run_dir = Path(run_dir)
+    seed_dirs = sorted({*run_dir.glob("seed*/checkpoints"), *run_dir.glob("*=*/checkpoints"), *run_dir.glob("*=*/seed*/checkpoints")})
     latest = [_steps(directory)[-1] if _steps(directory) else None for directory in seed_dirs or [Path(run_dir) / "checkpoints"]]
     return None if None in latest else min(latest)
 

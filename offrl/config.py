@@ -58,6 +58,9 @@ class RunConfig:
     d4rl_reward: str = option("auto", "D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze")
     seed: int = option(0, "seed of the run (the first seed with num_seeds > 1)")
     num_seeds: int = option(1, "seeds seed, seed+1, ... trained together (vmapped, sharded over devices)")
+    vmap: str | None = option(
+        None, "e.g. expectile=0.6,0.7: one run per value (x seeds) in one compiled program (offrl/vmap.py)"
+    )
     steps: int = option(100_000, "gradient updates; with --resume, extends the run to this many")
     run_dir: str | None = option(None, "where the run is written; null: runs/<agent>/<dataset>/<seed>-<time>")
     resume: str | None = option(None, "a run directory to continue from its latest checkpoint")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 
 INITS = ("glorot", "orthogonal")
@@ -184,3 +185,23 @@ class FactorizedCategoricalPolicy(nn.Module):
 def polyak_update(online: dict, target: dict, tau: float) -> dict:
     """target <- tau * online + (1 - tau) * target, leaf by leaf."""
     return jax.tree_util.tree_map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)
+
+
+def _adam(learning_rate: Any) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def _cosine_adam(learning_rate: Any, decay_steps: int) -> optax.GradientTransformation:
+    """Adam with the learning rate decayed to 0 over `decay_steps` (optax's cosine schedule,
+    the same function as with a constant peak; here the peak is an array of the state)."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps))
+
+
+def adam_optimizer(learning_rate: float, schedule: str = "constant", decay_steps: int = 1) -> optax.GradientTransformation:
+    """Adam whose (peak) learning rate is a leaf of the optimizer state (`opt_state.hyperparams`),
+    not a compiled constant, so runs with different rates share one program (--vmap)."""
+    if schedule == "cosine":
+        return optax.inject_hyperparams(_cosine_adam, static_args="decay_steps")(learning_rate, decay_steps)
+    if schedule == "constant":
+        return optax.inject_hyperparams(_adam)(learning_rate)
+    raise ValueError(f"learning-rate schedule must be 'cosine' or 'constant', got {schedule!r}")

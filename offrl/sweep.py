@@ -9,6 +9,12 @@ offline also parses under `wandb agent`.
 Each run writes into `OUT/runs/<name>`; a run counts as finished once its
 `summary.json` exists, so an interrupted sweep rerun with the same command skips finished
 runs, resumes half-done ones from their checkpoint (`--resume`) and retries the rest.
+
+`fold_grid` (scripts/sweep.py --vmap) folds a grid's batchable axes (the agent's
+`batchable_hparams`) and a consecutive seed axis into one `train.py --vmap ... --num-seeds K`
+process per remaining combination: start-up, dataset load and compilation are paid once per
+process instead of once per run. Each grid point is still its own run directory (a member of
+its process, OUT/runs/<process>/<key=value...>/seed<N>) and its own row of results.csv.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from offrl.config import ConfigError, load_yaml
+from offrl.config import RUN_DEFAULTS, ConfigError, _coerce, load_yaml
+from offrl.vmap import combination_name, format_vmap
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_FIELDS = ("return_mean", "return_std", "normalized_score", "success_rate", "episodes", "steps",
@@ -143,6 +150,8 @@ class RunSpec:
     name: str
     params: dict[str, Any]
     run_dir: Path
+    # A folded process: the grid points it trains, each with its own run directory inside run_dir.
+    members: list[RunSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -164,6 +173,87 @@ def plan(sweep: dict[str, Any], out: Path, count: int | None = None, seed: int =
             for name, params in ((run_name(i, params, keys), params) for i, params in enumerate(runs))]
 
 
+def _agent_info(agent: str) -> tuple[tuple[str, ...], dict[str, Any], bool]:
+    """(batchable keys, default config, online) of a registered agent; an unknown agent batches
+    nothing (its run fails with train.py's own error)."""
+    from agents import get_agent
+
+    try:
+        cls, defaults = get_agent(agent)
+    except ValueError:
+        return (), {}, True
+    return tuple(getattr(cls, "batchable_hparams", ())), defaults, bool(getattr(cls, "online", False))
+
+
+def fold_grid(sweep: dict[str, Any], out: Path, sets: dict[str, str], limit: int | None = None) -> list[RunSpec]:
+    """One process per combination of the grid's axes that cannot be batched; see the module doc.
+
+    An axis folds when every agent of the sweep can batch it; the seed axis folds when its
+    values are consecutive integers (what --num-seeds trains) and no agent is online."""
+    if sweep["method"] != "grid":
+        raise SweepError(f"--vmap folds grid sweeps; this one is {sweep['method']!r}")
+    points = expand(sweep)
+    names = [run_name(i, params, swept_keys(sweep)) for i, params in enumerate(points)]
+    agents = sorted({str(params.get("agent", sets.get("agent", RUN_DEFAULTS["agent"]))) for params in points})
+    infos = {agent: _agent_info(agent) for agent in agents}
+    swept = swept_keys(sweep)
+    vmap_keys = [key for key in swept if key not in ("seed", "agent")
+                 and all(key in infos[agent][0] for agent in agents)]
+    seed_values = sorted({params["seed"] for params in points}) if "seed" in swept else []
+    fold_seeds = (len(seed_values) > 1 and all(isinstance(v, int) for v in seed_values)
+                  and seed_values == list(range(seed_values[0], seed_values[0] + len(seed_values)))
+                  and not any(infos[agent][2] for agent in agents))
+    folded = set(vmap_keys) | ({"seed"} if fold_seeds else set())
+    remaining_swept = [key for key in swept if key not in folded]
+    groups: dict[tuple, list[int]] = {}
+    for index, params in enumerate(points):
+        groups.setdefault(tuple(repr(params[key]) for key in params if key not in folded), []).append(index)
+    processes = []
+    for number, indices in enumerate(groups.values()):
+        first = points[indices[0]]
+        params = {key: value for key, value in first.items() if key not in folded}
+        name = run_name(number, params, remaining_swept)
+        run_dir = out / "runs" / name
+        defaults = infos[str(first.get("agent", sets.get("agent", RUN_DEFAULTS["agent"])))][1]
+        grid = {key: [] for key in vmap_keys}
+        for index in indices:
+            for key in vmap_keys:
+                value = _coerce(key, points[index][key], defaults[key])
+                if value not in grid[key]:
+                    grid[key].append(value)
+        if grid:
+            params["vmap"] = format_vmap(grid)
+        if fold_seeds:
+            params.update(seed=seed_values[0], num_seeds=len(seed_values))
+        members = []
+        for index in indices:
+            member_dir = run_dir
+            if grid:
+                member_dir = member_dir / combination_name({key: _coerce(key, points[index][key], defaults[key])
+                                                            for key in vmap_keys})
+            if fold_seeds:
+                member_dir = member_dir / f"seed{points[index]['seed']}"
+            members.append(RunSpec(names[index], points[index], member_dir))
+        processes.append(RunSpec(name, params, run_dir, members))
+    return processes[:limit]
+
+
+def unfold(results: list[RunResult]) -> list[RunResult]:
+    """One result per grid point: a folded process's members, each with its own summary (the
+    process's status, time and error are shared by its members)."""
+    out = []
+    for result in results:
+        if not result.spec.members:
+            out.append(result)
+            continue
+        for member in result.spec.members:
+            summary = read_summary(member.run_dir) if result.status == "finished" else None
+            status = result.status if summary is not None or result.status != "finished" else "failed"
+            error = result.error or ("" if summary is not None else f"no summary.json in {member.run_dir}")
+            out.append(RunResult(member, status, result.started, result.seconds, error, summary or {}))
+    return out
+
+
 def parse_sets(sets: list[str]) -> dict[str, str]:
     """`--set key=value` pairs, values kept as text: train.py parses them like any override."""
     parsed = {}
@@ -183,7 +273,7 @@ def build_command(sweep: dict[str, Any], spec: RunSpec, sets: dict[str, str], wa
     """
     program = Path(sweep["program"])  # like `wandb agent`: relative to the working directory, else the repo's
     program = program.resolve() if program.exists() else REPO_ROOT / program
-    if has_checkpoint(spec.run_dir):
+    if has_checkpoint(spec):
         args = [f"--resume={spec.run_dir}"]
     else:
         args = [f"--wandb.mode={wandb_mode}", *format_args(spec.params),
@@ -204,9 +294,16 @@ def worker_environment() -> dict[str, str]:
     return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ}
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    latest = run_dir / "checkpoints" / "latest"
-    return (run_dir / "config.json").is_file() and latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+def has_checkpoint(spec: RunSpec | Path) -> bool:
+    """A run, or every member of a folded process, saved a checkpoint (train.py resumes a batch
+    only when all its members can)."""
+    if isinstance(spec, RunSpec):
+        if spec.members:
+            return (spec.run_dir / "config.json").is_file() and all(has_checkpoint(m.run_dir) for m in spec.members)
+        return has_checkpoint(spec.run_dir)
+    run_dir = spec
+    saved = run_dir / "checkpoints"  # checkpoints/<step>/ (offrl.checkpoint)
+    return (run_dir / "config.json").is_file() and saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -261,7 +358,7 @@ class SweepRunner:
         return [results[spec.name] for spec in specs]
 
     def _run_one(self, spec: RunSpec) -> RunResult:
-        resumed = has_checkpoint(spec.run_dir)
+        resumed = has_checkpoint(spec)
         if not resumed and spec.run_dir.exists():
             shutil.rmtree(spec.run_dir)  # interrupted before its first checkpoint: start over cleanly
         command = build_command(self.sweep, spec, self.sets, self.wandb_mode)
@@ -292,7 +389,8 @@ class SweepRunner:
                 process.terminate()
 
     def write_outputs(self, results: list[RunResult]) -> None:
-        """results.csv and summary.png under OUT; safe to call with partial results."""
+        """results.csv and summary.png under OUT, one row per grid point; safe to call with partial results."""
+        results = unfold(results)
         write_results_csv(self.out / "results.csv", results, list(self.sweep["parameters"]))
         plot_summary(self.out / "summary.png", results, plot_keys(self.sweep), metric_name(self.sweep))
 

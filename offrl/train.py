@@ -29,6 +29,7 @@ from offrl.buffer import ReplayBuffer, observation_statistics
 from offrl.data.transitions import Transitions
 from offrl.evaluation import action_scatter, run_episodes, summarize_episodes
 from offrl.logging import RunLogger
+from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
 
 class NonFiniteLossError(RuntimeError):
@@ -152,6 +153,49 @@ def seed_config(config: dict[str, Any], seed: int, directory: Path) -> dict[str,
     return single
 
 
+@dataclass
+class Member:
+    """One run trained in a batch: a seed (--num-seeds) of one --vmap combination."""
+
+    seed: int
+    combination: dict[str, Any]
+    config: dict[str, Any]  # what it would be as a single run
+    directory: Path
+
+
+def combination_config(config: dict[str, Any], combination: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The config one --vmap combination would have as a run of its own (its seeds still
+    batched): one W&B group for the whole grid, the combination in each run's name."""
+    wandb_settings = dict(config["wandb"])
+    base_name = wandb_settings.get("name") or Path(config["run_dir"]).name
+    wandb_settings.update(group=wandb_settings.get("group") or base_name, name=f"{base_name}-{combination_name(combination)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    single = {**config, **combination, "vmap": None, "run_dir": str(directory), "wandb": wandb_settings}
+    ckpt.save_config(directory, single)
+    return single
+
+
+def batch_members(config: dict[str, Any], run_dir: Path, grid: dict[str, list[Any]]) -> list[Member]:
+    """Combination-major, seed-minor. Without --vmap these are the seeds in their usual
+    directories; with it, each combination gets run_dir/<key=value...>, laid out like a
+    --num-seeds run (run_dir/<combination>/seed<N> when there are several seeds)."""
+    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
+    members = []
+    for combination in combinations(grid):
+        if combination:
+            directory = run_dir / combination_name(combination)
+            parent = combination_config(config, combination, directory)
+        else:
+            directory, parent = run_dir, config
+        for seed, seed_dir in zip(seeds, seed_run_dirs(directory, seeds)):
+            members.append(Member(seed, combination, seed_config(parent, seed, seed_dir), seed_dir))
+    return members
+
+
+def member_label(member: Member) -> str:
+    return " ".join([*(f"{key}={value}" for key, value in member.combination.items()), f"seed {member.seed}"])
+
+
 def score_of(result: dict[str, float]) -> float:
     return result.get("normalized_score", result["return_mean"])
 
@@ -265,6 +309,19 @@ def kept_checkpoint(checkpointer: ckpt.Checkpointer, checkpoint_interval: int) -
     return f"the last good checkpoint (update {saved}) in {checkpointer.directory} is kept"
 
 
+def config_hparams(restored: LoopState, fresh: LoopState) -> LoopState:
+    """The restored state with the hyperparameter leaves (an agent's `hparams`, optimizers'
+    injected `hyperparams`) of the state built from the config: the config decides the
+    hyperparameters, the checkpoint what was learned, so a run resumed with an edited config
+    (e.g. a lower learning rate) trains with the edited values, as when they were constants."""
+
+    def pick(path: tuple, restored_leaf: Any, fresh_leaf: Any) -> Any:
+        names = {getattr(entry, "name", getattr(entry, "key", None)) for entry in path}
+        return fresh_leaf if names & {"hparams", "hyperparams"} else restored_leaf
+
+    return jax.tree_util.tree_map_with_path(pick, restored, fresh)
+
+
 def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.ndarray) -> Transitions:
     return Transitions(
         **{
@@ -285,10 +342,14 @@ class Experiment:
     spec: Any
     transitions: Transitions | None
 
-    def initial_state(self, example_batch: dict[str, np.ndarray], seed: int | None = None) -> LoopState:
-        seed = self.config["seed"] if seed is None else seed
+    def initial_state(
+        self, example_batch: dict[str, np.ndarray], seed: int | None = None, config: dict[str, Any] | None = None
+    ) -> LoopState:
+        """`config` (default the experiment's) gives the hyperparameters, e.g. a --vmap member's."""
+        config = self.config if config is None else config
+        seed = config["seed"] if seed is None else seed
         init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
-        agent = self.agent_cls.create(cfg.agent_config(self.config, self.agent_defaults), example_batch, init_key)
+        agent = self.agent_cls.create(cfg.agent_config(config, self.agent_defaults), example_batch, init_key)
         state = LoopState.initial(agent, loop_key, example_batch["observations"].shape[-1])
         # Python scalars (e.g. optimizer step counters) become arrays, as they are after any update,
         # so a fresh state and a restored one have the same structure.
@@ -498,13 +559,14 @@ def run(
             raise cfg.ConfigError(
                 f"--num-seeds is for offline agents; run {config['agent']} seeds as separate runs (--seed N) or a sweep"
             )
+        check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)  # refuses: online agents batch nothing
         return run_online(experiment, resume=bool(resume_dir), stop_after=stop_after, progress=progress)
     transitions, spec = experiment.transitions, experiment.spec
     steps = int(config["steps"])
     eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
     checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
     updates_per_call = int(config["updates_per_call"])
-    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
+    grid = check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)
     if spec.env_factory is None:
         raise cfg.ConfigError(
             f"dataset {spec.name!r} has no known evaluation env; give one with --env ENV_ID (a gymnasium id, e.g. Hopper-v5)"
@@ -519,14 +581,23 @@ def run(
     )
     example_batch = transitions[np.sort(example_rows)].as_dict()
     # The agents are built before anything is written: a config they reject leaves no run directory.
-    states = [experiment.initial_state(example_batch, seed) for seed in seeds]
+    for combination in combinations(grid):
+        cfg.validate({**config, **combination})
+    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
+    states = [experiment.initial_state(example_batch, seed, {**config, **combination})
+              for combination in combinations(grid) for seed in seeds]
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save_config(run_dir, config)
-    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds} -> {run_dir}")
+    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds}"
+          f"{f', {len(combinations(grid))} combinations of {list(grid)}' if grid else ''} -> {run_dir}")
     print(cfg.to_json(config))
-    seed_dirs = seed_run_dirs(run_dir, seeds)
-    seed_configs = [seed_config(config, seed, directory) for seed, directory in zip(seeds, seed_dirs)]
+    members = batch_members(config, run_dir, grid)
+    # A batch is the seed axis grown to (combination x seed): the loop below treats every
+    # member as it treats a seed, with that member's seed for its keys and eval envs.
+    seeds = [member.seed for member in members]
+    seed_dirs = [member.directory for member in members]
+    seed_configs = [member.config for member in members]
     if config["normalize_observations"]:
         states = [state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std)) for state in states]
 
@@ -541,7 +612,7 @@ def run(
         # Seeds are saved together; a kill between two saves leaves the older step in every seed.
         restored = min(saved_steps) if None not in saved_steps else 0
         if restored:
-            states = [ckpt.restore(c.directory, restored, s) for c, s in zip(checkpointers, states)]
+            states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
             prior = resumed_from(checkpointers[0], restored, steps, experiment.agent_defaults)
         for directory in seed_dirs:
             cut_metrics(directory, restored)
@@ -563,7 +634,7 @@ def run(
         for index, (seed_episodes, logger) in enumerate(zip(episodes, loggers)):
             results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(spec, returns)))
             if transitions.action_dim == 2:
-                title = f"{config['agent']} seed {seeds[index]} step {step}"
+                title = f"{config['agent']} {member_label(members[index])} step {step}"
                 logger.log_figure("eval/actions", action_scatter(dataset_actions, seed_episodes["actions"][:2000], title), step)
         return results
 
@@ -583,11 +654,11 @@ def run(
             new_state, stacked = chunks[length](state, buffer)
             stacked = jax.device_get(stacked)
             elapsed = time.perf_counter() - started
-            for index, seed in enumerate(seeds):
+            for index in range(len(members)):
                 bad = first_nonfinite({name: values[index] for name, values in stacked.items()})
                 if bad is not None:
                     raise NonFiniteLossError(
-                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} (seed {seed}); stopped, "
+                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} ({member_label(members[index])}); stopped, "
                         f"{kept_checkpoint(checkpointers[index], checkpoint_interval)} (lower the learning rates or check the data)"
                     )
             state = new_state
@@ -613,13 +684,24 @@ def run(
         if last_eval is None or int(state.step[0]) != steps:
             last_eval = evaluate(steps)
         timing = summary_timing(steps, run_timing(prior, train_seconds, run_started))
-        summaries = [{**result, **timing, "seed": seed} for result, seed in zip(last_eval, seeds)]
+        summaries = [{**member.combination, **result, **timing, "seed": member.seed}
+                     for result, member in zip(last_eval, members)]
         for directory, summary, logger in zip(seed_dirs, summaries, loggers):
             ckpt.write_json_atomic(directory / "summary.json", summary)
             logger.summary(summary)
-        if len(seeds) == 1:
-            return summaries[0]
-        summary = {**aggregate_over_seeds(summaries), **timing, "seeds": summaries}
+        per_combination = []
+        num_seeds = int(config["num_seeds"])
+        for start, combination in zip(range(0, len(members), num_seeds), combinations(grid)):
+            seed_summaries = summaries[start:start + num_seeds]
+            if num_seeds == 1:
+                per_combination.append(seed_summaries[0])
+                continue
+            combined = {**combination, **aggregate_over_seeds(seed_summaries), **timing, "seeds": seed_summaries}
+            ckpt.write_json_atomic(members[start].directory.parent / "summary.json", combined)
+            per_combination.append(combined)
+        if not grid:
+            return per_combination[0]
+        summary = {"vmap": grid, **timing, "combinations": per_combination}
         ckpt.write_json_atomic(run_dir / "summary.json", summary)
         return summary
     finally:

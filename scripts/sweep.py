@@ -1,13 +1,18 @@
 """Run a W&B sweep file locally, without a W&B server:
 
     python scripts/sweep.py configs/sweeps/policy_extraction.yaml --workers 2 [--out DIR]
-        [--set key=value ...] [--limit K] [--count N --seed S]
+        [--set key=value ...] [--limit K] [--count N --seed S] [--vmap]
 
 grid and random sweeps are expanded here and every run is a `scripts/train.py` process
 (`--wandb.mode=offline` unless `--set wandb.mode=...`) writing to OUT/runs/<run>.
 `--set` applies to every run (e.g. `--set steps=2000` for a quick pass). Rerunning the
 same command skips finished runs and resumes interrupted ones. Results: OUT/results.csv
 and OUT/summary.png. Exit status 1 when any run failed.
+
+--vmap (grid sweeps) folds the axes the agent can batch (its numeric hyperparameters) and a
+consecutive seed axis into one `train.py --vmap ... --num-seeds K` process per remaining
+combination, so each process compiles once and trains its runs together; every grid point is
+still its own run directory and row of results.csv (see offrl/sweep.py).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="run only the first K runs of the sweep")
     parser.add_argument("--count", type=int, default=None, help="random sweeps: number of runs (default run_cap)")
     parser.add_argument("--seed", type=int, default=0, help="random sweeps: sampling seed")
+    parser.add_argument("--vmap", action="store_true",
+                        help="grid sweeps: train batchable axes and seeds together, one process per remaining combination")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1:
         raise sw.SweepError(f"--workers must be >= 1, got {args.workers}")
@@ -42,14 +49,22 @@ def main(argv: list[str] | None = None) -> int:
         raise sw.SweepError(f"--set {', '.join(clash)}: already a parameter of the sweep; edit the sweep file instead")
     wandb_mode = sets.pop("wandb.mode", "offline")
     out = Path(args.out or Path("sweeps") / Path(args.sweep_file).stem)
-    specs = sw.plan(sweep, out, count=args.count, seed=args.seed, limit=args.limit)
+    if args.vmap:
+        specs = sw.fold_grid(sweep, out, sets, limit=args.limit)
+    else:
+        specs = sw.plan(sweep, out, count=args.count, seed=args.seed, limit=args.limit)
     keys = sw.swept_keys(sweep)
     metric = sw.metric_name(sweep)
-    print(f"sweep: {len(specs)} runs of {args.sweep_file} ({sweep['method']}), {args.workers} workers -> {out}", flush=True)
+    runs = sum(len(spec.members) or 1 for spec in specs)
+    print(f"sweep: {runs} runs of {args.sweep_file} ({sweep['method']}) in {len(specs)} processes, {args.workers} workers -> {out}",
+          flush=True)
     sw.prepare_datasets(specs, sets, args.workers)
 
     def progress(result: sw.RunResult, done: int, total: int) -> None:
-        if result.status == "finished":
+        if result.spec.members:
+            when = "earlier" if result.started == "earlier" else f"{result.seconds or 0:.0f}s"
+            detail = f"{len(result.spec.members)} runs ({when})" if result.status == "finished" else result.error
+        elif result.status == "finished":
             score = sw.score_of(result, metric)
             when = "earlier" if result.started == "earlier" else f"{result.seconds:.0f}s"
             detail = f"{metric} {score:.1f} ({when})" if score is not None else f"({when})"
@@ -60,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = sw.SweepRunner(sweep, out, args.workers, sets, wandb_mode, on_result=progress)
     results = runner.run(specs)
     runner.write_outputs(results)
+    results = sw.unfold(results)
     print(sw.format_table(results, keys, metric))
     print(f"sweep: {out / 'results.csv'}, {out / 'summary.png'}")
     failed = [result for result in results if result.status != "finished"]

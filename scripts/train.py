@@ -6,6 +6,9 @@ a preset. --resume RUN_DIR continues a killed or finished run from its latest ch
 --steps N with it extends the run to N updates.
 With --resume, keys that change only when the run evaluates, checkpoints and logs may be
 given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
+--num-seeds K trains seeds seed..seed+K-1 together; --vmap KEY=V1,V2[,KEY2=...] trains every
+combination of those hyperparameter values (x seeds) in one compiled program, each its own
+run in RUN_DIR/KEY=V... (offrl/vmap.py; only an agent's batchable_hparams).
 Exit status 0 on success; otherwise one line on stderr says why.
 """
 
@@ -57,6 +60,17 @@ def help_text(argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+def vmap_lines(summary: dict[str, Any], run_dir: str) -> str:
+    """One line per --vmap combination (its seeds' mean and spread), then where they are."""
+    from offrl.vmap import combination_name
+
+    lines = []
+    for combination in summary["combinations"]:
+        name = combination_name({key: combination[key] for key in summary["vmap"]})
+        lines.append(final_line(combination, f"{run_dir}/{name}").replace("offrl: final", f"offrl: {name}:", 1))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
     from offrl.train import resolve_config, run
@@ -68,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = cfg.parse_overrides(argv)
     config = resolve_config(overrides)
     summary = run(config)
-    print(final_line(summary, config["run_dir"]))
+    print(vmap_lines(summary, config["run_dir"]) if "combinations" in summary else final_line(summary, config["run_dir"]))
     return 0
 
 

@@ -197,7 +197,7 @@ def test_zero_shot_goal_reaching_two_rooms():
 
 def successor_measure_error(env, data, agent, goal):
     """Relative Frobenius error of F^T B rho against P (I - gamma P_pi)^-1 for pi = pi_z, z = B(goal)."""
-    gamma = agent.config["gamma"]
+    gamma = float(agent.hparams["gamma"])
     observations = jnp.eye(env.num_states)
     z = infer_z_from_goal(agent, observations[goal])
     zs = jnp.broadcast_to(z, (env.num_states, z.shape[-1]))

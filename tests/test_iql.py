@@ -279,3 +279,25 @@ def test_post_update_advantage_uses_the_updated_value():
 def test_bad_actor_options_are_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_agent("iql-awr", **overrides)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rates_are_state_leaves_with_the_same_schedule(schedule):
+    """--vmap batches learning rates as arrays of the optimizer state; the updates must be
+    those of optax.adam with the schedule built from a constant peak, step after step."""
+    agent = make_agent("iql-awr", actor_lr=1e-3, actor_lr_schedule=schedule, max_steps=8)
+    params, tx = agent.actor.params, agent.actor.tx
+    peak = jnp.asarray(2e-3)
+    state = agent.actor.opt_state._replace(hyperparams={**agent.actor.opt_state.hyperparams, "learning_rate": peak})
+    reference_lr = optax.cosine_decay_schedule(2e-3, 8) if schedule == "cosine" else 2e-3
+    reference = optax.adam(reference_lr)
+    reference_state = reference.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # past max_steps: the cosine stays at 0
+        grads = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+        updates, state = tx.update(grads, state, params)
+        expected, reference_state = reference.update(grads, reference_state, params)
+        for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+    assert "expectile" not in agent.config and "actor_lr" not in agent.config, "values live in the state only"
+    assert float(agent.hparams["expectile"]) == pytest.approx(0.7)

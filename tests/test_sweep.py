@@ -105,7 +105,7 @@ def test_interrupted_runs_resume_from_their_checkpoint(tmp_path):
     fresh = sw.build_command(sweep, spec, {"steps": "100"}, "disabled")
     assert fresh[0] == sys.executable and fresh[1] == str(REPO / "scripts/train.py")
     assert fresh[2:] == ["--wandb.mode=disabled", "--seed=0", "--steps=100", f"--run_dir={spec.run_dir}"]
-    (spec.run_dir / "checkpoints" / "latest" / "300").mkdir(parents=True)
+    (spec.run_dir / "checkpoints" / "300").mkdir(parents=True)
     (spec.run_dir / "config.json").write_text("{}")
     assert sw.build_command(sweep, spec, {"steps": "100"}, "disabled")[2:] == [f"--resume={spec.run_dir}"]
 
@@ -151,3 +151,88 @@ def test_local_sweep_end_to_end(small_umaze_id, tmp_path):
     rows = {row["agent"]: row for row in csv.DictReader((out / "results.csv").open())}
     assert [rows[agent]["started"] for agent in ("iql-awr", "iql-ddpg")] == ["earlier", "earlier"]
     assert rows["iql-nope"]["status"] == "failed"
+
+
+def folding_sweep(**parameters) -> dict:
+    base = {"agent": {"value": "iql-awr"}, "dataset": {"value": "offrl/maze2d/umaze-v0"},
+            "expectile": {"values": [0.6, 0.9]}, "temperature": {"values": [1, 3]},
+            "batch_size": {"values": [32, 64]}, "seed": {"values": [0, 1]}}
+    return {"program": "scripts/train.py", "method": "grid", "parameters": {**base, **parameters}}
+
+
+def test_fold_grid_batches_hyperparameters_and_seeds(tmp_path):
+    processes = sw.fold_grid(folding_sweep(), tmp_path, {})
+    assert len(processes) == 2, "batch_size changes shapes: one process per value"
+    assert [process.params["batch_size"] for process in processes] == [32, 64]
+    first = processes[0]
+    assert first.params["vmap"] == "expectile=0.6,0.9,temperature=1.0,3.0"
+    assert first.params["seed"] == 0 and first.params["num_seeds"] == 2
+    assert "expectile" not in first.params and "temperature" not in first.params
+    assert len(first.members) == 8
+    plain = {spec.name: spec for spec in sw.plan(folding_sweep(), tmp_path)}
+    member = first.members[3]
+    assert member.params == plain[member.name].params, "members are the grid points, named as unfolded"
+    assert member.params == {"agent": "iql-awr", "dataset": "offrl/maze2d/umaze-v0", "expectile": 0.6,
+                             "temperature": 3, "batch_size": 32, "seed": 1}
+    assert member.run_dir == first.run_dir / "expectile=0.6_temperature=3.0" / "seed1"
+    # What train.py runs for the process parses into a --vmap config.
+    config = resolve_config(cfg.parse_overrides(sw.format_args(first.params)))
+    assert config["vmap"] == first.params["vmap"] and config["num_seeds"] == 2
+
+
+def test_fold_grid_keeps_what_cannot_be_batched_apart(tmp_path):
+    gapped = sw.fold_grid(folding_sweep(seed={"values": [0, 2]}), tmp_path, {})
+    assert len(gapped) == 4 and all("num_seeds" not in p.params and p.params["seed"] in (0, 2) for p in gapped)
+    mixed = sw.fold_grid(folding_sweep(agent={"values": ["iql-awr", "reinforce"]}), tmp_path, {})
+    assert all("vmap" not in p.params and "num_seeds" not in p.params for p in mixed), "reinforce batches nothing"
+    assert len(mixed) == len(sw.expand(folding_sweep(agent={"values": ["iql-awr", "reinforce"]})))
+    with pytest.raises(sw.SweepError, match="folds grid sweeps"):
+        sw.fold_grid({**folding_sweep(), "method": "random"}, tmp_path, {})
+
+
+def test_folded_process_resumes_only_when_every_member_saved(tmp_path):
+    process = sw.fold_grid(folding_sweep(batch_size={"value": 32}), tmp_path, {})[0]
+    (process.run_dir).mkdir(parents=True)
+    (process.run_dir / "config.json").write_text("{}")
+    for member in process.members[:-1]:
+        (member.run_dir / "checkpoints" / "100").mkdir(parents=True)
+        (member.run_dir / "config.json").write_text("{}")
+    assert "--resume" not in " ".join(sw.build_command(folding_sweep(), process, {}, "disabled"))
+    last = process.members[-1].run_dir
+    (last / "checkpoints" / "100").mkdir(parents=True)
+    (last / "config.json").write_text("{}")
+    assert sw.build_command(folding_sweep(), process, {}, "disabled")[2:] == [f"--resume={process.run_dir}"]
+
+
+def test_local_sweep_folded_end_to_end(small_umaze_id, tmp_path):
+    sweep_file = tmp_path / "folded.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "program": "scripts/train.py",
+        "method": "grid",
+        "metric": {"name": "normalized_score", "goal": "maximize"},
+        "parameters": {
+            "agent": {"values": ["iql-awr", "iql-ddpg"]},
+            "dataset": {"value": small_umaze_id},
+            "expectile": {"values": [0.6, 0.9]},
+            "seed": {"values": [0, 1]},
+        },
+    }))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "scripts/sweep.py"), str(sweep_file), "--vmap", "--workers", "2", "--out", str(out)]
+    for item in ["steps=100", "hidden_dims=[32,32]", "eval_episodes=2", "eval_interval=100", "updates_per_call=50",
+                 "batch_size=32", "wandb.mode=disabled"]:
+        command += ["--set", item]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "8 runs of" in first.stdout and "in 2 processes" in first.stdout
+    assert sorted(path.name for path in (out / "logs").glob("*.out")) == ["000-agent=iql-awr.out", "001-agent=iql-ddpg.out"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 8 and all(row["status"] == "finished" for row in rows)
+    for row in rows:
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert summary["expectile"] == float(row["expectile"]) and summary["seed"] == int(row["seed"])
+        assert float(row["steps"]) == 100 and row["normalized_score"] != ""
+        assert json.loads((Path(row["run_dir"]) / "config.json").read_text())["agent"] == row["agent"]
+    second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert {row["started"] for row in csv.DictReader((out / "results.csv").open())} == {"earlier"}
