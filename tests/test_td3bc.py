@@ -16,17 +16,12 @@ from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.data.transitions import Transitions
 from offrl.train import LoopState, make_seeds_train_chunk, make_train_chunk, resolve_config, run, seed_slice, stack_states
+from test_iql import random_batch as iql_random_batch
 
 
-def random_batch(n: int = 256, obs_dim: int = 4, action_dim: int = 2, seed: int = 0) -> dict[str, jax.Array]:
-    rng = np.random.default_rng(seed)
-    return {
-        "observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
-        "actions": jnp.asarray(rng.uniform(-1, 1, size=(n, action_dim)), jnp.float32),
-        "rewards": jnp.asarray(rng.normal(size=n), jnp.float32),
-        "next_observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
-        "terminals": jnp.asarray(rng.uniform(size=n) < 0.1, jnp.float32),
-    }
+def random_batch(n: int = 256, seed: int = 0) -> dict[str, jax.Array]:
+    """test_iql's random rows with 4-D observations (the maze's position and velocity)."""
+    return iql_random_batch(n=n, obs_dim=4, seed=seed)
 
 
 def make_agent(batch: dict[str, jax.Array] | None = None, seed: int = 0, **overrides) -> TD3BCAgent:
