@@ -40,16 +40,20 @@ STORABLE_FACTORIES = (
 )
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON through a temporary file and `os.replace`: a reader (e.g. `offrl.sweep`,
-    which takes summary.json as "finished") sees the old file or the whole new one."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write through a temporary file and `os.replace`: a reader (e.g. `offrl.sweep`, which
+    takes summary.json as "finished") sees the old file or the whole new one, never a part."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as file:
-        file.write(json.dumps(value, indent=2, sort_keys=True, default=list))
+    with tmp.open("wb") as file:
+        file.write(content.encode() if isinstance(content, str) else content)
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=list))
 
 
 def _score(metrics: dict[str, float]) -> float:

@@ -509,9 +509,7 @@ def cut_metrics(run_dir: Path, step: int) -> None:
             continue
         if row.get("step", 0) <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    ckpt.write_atomic(path, "".join(kept))
 
 
 def run_timing(prior: dict[str, float], train_seconds: float, started: float) -> dict[str, float]:

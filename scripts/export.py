@@ -82,7 +82,7 @@ def policy_spec(policy: Any, platforms: tuple[str, ...]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from offrl import load_policy
-    from offrl.checkpoint import write_json_atomic
+    from offrl.checkpoint import write_atomic, write_json_atomic
 
     args = parse_args(argv)
     platforms = tuple(name.strip() for name in args.platforms.split(",") if name.strip())
@@ -91,13 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(policy.config["run_dir"]) / "export"
     out.mkdir(parents=True, exist_ok=True)
     artefact = out / ARTEFACT
-    tmp = artefact.with_name(f".{ARTEFACT}.tmp")
-    tmp.write_bytes(exported.serialize())
-    tmp.replace(artefact)
+    write_atomic(artefact, exported.serialize())
     write_json_atomic(out / SPEC, policy_spec(policy, platforms))
     print(f"offrl: {policy.config['agent']} step {policy.step} policy -> {artefact} (spec {out / SPEC})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main_guard(lambda: main()))
+    sys.exit(main_guard(main))
