@@ -3,7 +3,6 @@ and numpy, acting exactly as the run's own evaluation policy."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,12 +26,6 @@ from test_train import tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import export as export_script  # noqa: E402
-
-# jax.export's serialization needs flatbuffers, which jax does not declare (pyproject.toml does).
-needs_flatbuffers = pytest.mark.skipif(
-    importlib.util.find_spec("flatbuffers") is None,
-    reason="jax.export serialization needs flatbuffers: pip install -e . installs it",
-)
 
 # Loads the artefact and acts on saved observations in a process that never imports offrl.
 STANDALONE = textwrap.dedent(
@@ -77,7 +70,6 @@ def standalone_actions(artefact: Path, observations: np.ndarray, tmp_path: Path)
     return np.load(tmp_path / "actions.npy")
 
 
-@needs_flatbuffers
 def test_exported_policy_acts_as_the_runs_evaluation_without_offrl(normalized_run, tmp_path):
     run_dir, summary = normalized_run
     out = tmp_path / "export"
@@ -113,7 +105,6 @@ def test_exported_policy_acts_as_the_runs_evaluation_without_offrl(normalized_ru
     assert rollouts["returns"].mean() == pytest.approx(summary["return_mean"])
 
 
-@needs_flatbuffers
 def test_discrete_actions_are_exported_as_indices(tmp_path):
     run_dir = tmp_path / "cartpole"
     run(resolve_config({"agent": "reinforce", "env": "CartPole-v1", "steps": 2, "episodes_per_update": 2, "eval_episodes": 2,
