@@ -17,7 +17,7 @@ import numpy as np
 
 from offrl.buffer import ReplayBuffer
 from offrl.data import load_dataset
-from offrl.data.transitions import Transitions, make_transitions
+from offrl.transitions import Transitions, make_transitions
 
 
 def chained_transitions(rows: int, obs_dim: int, action_dim: int, episode_length: int = 1000) -> Transitions:

@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from agents import get_agent
-from offrl.data.registry import DatasetSpec
+from offrl.envs.spec import DatasetSpec
 from offrl.envs import flat_dim, make_env, make_eval_vector_env
 from offrl.train import LoopState, evaluate_seeds, stack_states
 

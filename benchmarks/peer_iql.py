@@ -41,7 +41,7 @@ import yaml
 
 from offrl.config import DEFAULT_DATASET
 from offrl.data import load_dataset
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import run_episodes, summarize_episodes
 from offrl.train import eval_env_seeds, resolve_config, run

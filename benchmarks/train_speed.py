@@ -23,7 +23,7 @@ import numpy as np
 
 from agents import get_agent
 from offrl.buffer import ReplayBuffer
-from offrl.data.transitions import make_transitions
+from offrl.transitions import make_transitions
 from offrl.train import LoopState, make_train_chunk
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 
 Batch = dict[str, jax.Array]
 

@@ -299,7 +299,7 @@ def _factory_record(factory: Any) -> dict[str, Any] | None:
 
 def spec_from_record(record: dict[str, Any]) -> Any:
     """The `DatasetSpec` an `env_record` describes; None when the env was not storable."""
-    from offrl.data.registry import DatasetSpec
+    from offrl.envs.spec import DatasetSpec
 
     factory = record.get("factory")
     if factory is not None:

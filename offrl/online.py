@@ -37,7 +37,7 @@ import offrl.envs.corridor  # noqa: F401 - registers ShortCorridor-v0 with gymna
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer
-from offrl.data.registry import DatasetSpec
+from offrl.envs.spec import DatasetSpec
 from offrl.envs import flat_dim, make_env, make_eval_vector_env, normalized_score
 from offrl.evaluation import run_episodes, summarize_episodes
 from offrl.logging import RunLogger

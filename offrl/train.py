@@ -26,7 +26,7 @@ from agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 from offrl.evaluation import action_scatter, run_episodes, summarize_episodes
 from offrl.logging import RunLogger
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap

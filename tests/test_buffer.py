@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from offrl.buffer import ReplayBuffer, share_observations
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 
 
 def chained_episodes(lengths: list[int], obs_dim: int = 3, seed: int = 0) -> Transitions:

@@ -151,7 +151,7 @@ def test_env_records_rebuild_the_env_without_the_dataset():
 
     import gymnasium as gym
 
-    from offrl.data.registry import DatasetSpec
+    from offrl.envs.spec import DatasetSpec
     from offrl.envs import make_env
 
     def spec_of(factory):

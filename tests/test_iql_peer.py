@@ -14,7 +14,7 @@ d3rlpy = pytest.importorskip("d3rlpy")
 
 import peer_iql  # noqa: E402
 
-from offrl.data.transitions import make_transitions  # noqa: E402
+from offrl.transitions import make_transitions  # noqa: E402
 
 
 def episodic_rows(lengths: list[int], terminal_last: list[bool], seed: int = 0):

@@ -14,7 +14,7 @@ from agents import get_agent
 from agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 from offrl.train import LoopState, make_seeds_train_chunk, make_train_chunk, resolve_config, run, seed_slice, stack_states
 from test_iql import random_batch as iql_random_batch
 

@@ -40,8 +40,8 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from offrl.data import DatasetError
-from offrl.data.transitions import Transitions, make_transitions
+from offrl.data.errors import DatasetError
+from offrl.transitions import Transitions, make_transitions
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 FAMILIES = ("locomotion", "antmaze", "maze2d")

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from offrl.data import DatasetError, DatasetNotFoundError
-from offrl.data.transitions import FIELDS, Transitions, make_transitions
+from offrl.data.errors import DatasetError, DatasetNotFoundError
+from offrl.transitions import FIELDS, Transitions, make_transitions
 from offrl.envs import flatten_observations
 
 if TYPE_CHECKING:

@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from offrl.data import DatasetError, DatasetNotFoundError
+from offrl.data.errors import DatasetError, DatasetNotFoundError
 from offrl.data.d4rl import (
     apply_reward_convention,
     check_against_spaces,
@@ -42,25 +42,14 @@ from offrl.data.d4rl import (
     reward_family,
 )
 from offrl.data.minari_loader import HOW_TO_GET, local_minari_ids, minari_ref_scores, minari_transitions, open_minari_dataset
-from offrl.data.transitions import Transitions
+from offrl.transitions import Transitions
 from offrl.envs import make_env
 from offrl.envs.scores import d4rl_ref_scores
+from offrl.envs.spec import DatasetSpec
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 BUILTIN_PREFIXES = ("offrl/maze2d/", "offrl/pointmaze/")
 D4RL_LOCOMOTION_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What an agent needs besides the transitions: how to evaluate and how to report scores."""
-
-    name: str  # id or path as given
-    family: str  # 'maze2d' | 'pointmaze' | 'locomotion' | 'antmaze' | 'minari' | 'hdf5'
-    env_factory: Callable[..., gym.Env] | None  # builds ONE evaluation env (dict obs allowed); None if unknown
-    ref_min_score: float | None
-    ref_max_score: float | None
-    goal_conditioned: bool
 
 
 def load_dataset(name: str, *, env_id: str | None = None, d4rl_reward: str = "auto") -> tuple[Transitions, DatasetSpec]:

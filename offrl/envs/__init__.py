@@ -8,7 +8,7 @@ state looks the same to an agent in training and in evaluation by construction.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -17,9 +17,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.wrappers.vector import TransformObservation
 
 from offrl.envs.scores import normalized_score as _normalized_score
-
-if TYPE_CHECKING:
-    from offrl.data.registry import DatasetSpec
+from offrl.envs.spec import DatasetSpec
 
 
 def flatten_observations(space: spaces.Space, observations: Any) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from offrl.data.transitions import Transitions, make_transitions
+from offrl.transitions import Transitions, make_transitions
 
 # Sutton, Precup & Singh (1999): an 11x11 interior split into four rooms by walls with
 # four one-cell doorways; 104 free cells.
