@@ -2,7 +2,7 @@
 
 The baseline is what any evaluation must pay: `gymnasium.vector.SyncVectorEnv` of N copies
 of the env stepping uniformly random actions until every copy has finished one episode.
-offrl's evaluation (`offrl.train.evaluate_seeds`, what the training loop and
+offrl's evaluation (`offrl.evaluation.evaluate_seeds`, what the training loop and
 `scripts/evaluate.py` call) runs the same number of episodes with a freshly created
 `iql-awr` agent's policy (its weights do not change the cost). Both are timed after one
 warm-up pass (compilation, env construction); the best of `--rounds` interleaved rounds of
@@ -29,7 +29,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from agents import get_agent
 from offrl.envs.spec import DatasetSpec
 from offrl.envs import flat_dim, make_env, make_eval_vector_env
-from offrl.train import LoopState, evaluate_seeds, stack_states
+from offrl.evaluation import evaluate_seeds
+from offrl.loop import LoopState, stack_states
 
 
 def env_factory(name: str) -> Callable[[], gym.Env]:

@@ -59,7 +59,9 @@ from offrl.cli import main_guard
 from offrl.data.pointmaze import maze2d_dataset_id
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import summarize_episodes
-from offrl.train import LoopState, evaluate_seeds, restore_run, stack_states
+from offrl.evaluation import evaluate_seeds
+from offrl.loop import LoopState, stack_states
+from offrl.train import restore_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILE = REPO_ROOT / "configs" / "sweeps" / "policy_extraction.yaml"

@@ -103,15 +103,21 @@ def main(root: Path) -> None:
         print("  " + " <-> ".join(group) + "  (" + "; ".join(
             f"{a} -> {b}{edges[a][b]}" for a in group for b in sorted(runtime[a]) if b in group) + ")")
 
+    print("package cycles (offrl.data.*, offrl.envs.* collapsed):")
+    for group in cycles(collapse_packages(runtime)):
+        print("  " + " <-> ".join(group))
+
+
+def collapse_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with every offrl.data.* module merged into offrl.data, offrl.envs.* into offrl.envs."""
+
     def package(module: str) -> str:
         return ".".join(module.split(".")[:2]) if module.startswith(("offrl.data", "offrl.envs")) else module
 
     collapsed: dict[str, set[str]] = {}
-    for module, targets in runtime.items():
+    for module, targets in graph.items():
         collapsed.setdefault(package(module), set()).update(package(t) for t in targets if package(t) != package(module))
-    print("package cycles (offrl.data.*, offrl.envs.* collapsed):")
-    for group in cycles(collapsed):
-        print("  " + " <-> ".join(group))
+    return collapsed
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ from offrl.data import load_dataset
 from offrl.transitions import Transitions
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import run_episodes, summarize_episodes
-from offrl.train import eval_env_seeds, resolve_config, run
+from offrl.evaluation import eval_env_seeds
+from offrl.train import resolve_config, run
 
 MATCHED: dict[str, Any] = {
     "hidden_dims": [256, 256],

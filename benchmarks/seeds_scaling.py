@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from offrl.buffer import ReplayBuffer
-from offrl.train import LoopState, make_seeds_train_chunk, replicate, shard_seeds, stack_states
+from offrl.loop import LoopState, make_seeds_train_chunk, replicate, shard_seeds, stack_states
 from offrl.vmap import combinations, parse_vmap
 
 from train_speed import make_agent, synthetic_transitions

@@ -1,4 +1,5 @@
-"""Evaluation: a batch of episodes in a gymnasium vector env, one batched policy call per step."""
+"""Evaluation: a batch of episodes in a gymnasium vector env, one batched policy call per step,
+for one policy or for every seed of a stacked loop state at once (`evaluate_seeds`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from gymnasium.wrappers.vector import TransformObservation
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from offrl.envs import make_eval_vector_env
+from offrl.envs.spec import DatasetSpec
+from offrl.loop import LoopState, stack_states
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -203,6 +208,82 @@ def summarize_episodes(
         metrics["normalized_score"] = float(normalized.mean())
         metrics["normalized_score_std"] = float(normalized.std())
     return metrics
+
+
+@functools.partial(jax.jit, static_argnames=("treedef", "deterministic"))
+def _seeds_actions(
+    treedef: Any, leaves: list[jax.Array], observations: jax.Array, keys: jax.Array, deterministic: bool
+) -> jax.Array:
+    """Seed k's agent (leading seed axis) acts on the k-th block of observations with keys[k].
+
+    (agent, obs_mean, obs_std) come flattened: a list of arrays is dispatched several times
+    faster than the agent's nested pytree, which matters at one call per environment step."""
+    agent, obs_mean, obs_std = jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def act(agent: Any, mean: jax.Array, std: jax.Array, block: jax.Array, key: jax.Array) -> jax.Array:
+        return agent.sample_actions((block - mean) / std, key, deterministic=deterministic)
+
+    blocks = observations.reshape(keys.shape[0], -1, observations.shape[-1])
+    actions = jax.vmap(act)(agent, obs_mean, obs_std, blocks, keys)
+    return actions.reshape(-1, *actions.shape[2:])
+
+
+def make_seeds_policy(state: LoopState, deterministic: bool) -> Callable:
+    """Every seed's policy on its own equal block of the observations, in one call.
+
+    Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run.
+    The state is an argument of one module-level jitted function rather than a constant of a
+    fresh closure, so a run compiles its evaluation policy once, not at every evaluation."""
+    leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
+    return lambda observations, keys: _seeds_actions(treedef, leaves, observations, keys, deterministic)
+
+
+def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
+    """The evaluation envs' reset seeds, seed after seed: every evaluation of a run with seed
+    k starts from the same states, so scores at different steps (or of other policies) pair up."""
+    return [seed + 10_000 + j for seed in seeds for j in range(episodes_per_seed)]
+
+
+def evaluate_seeds(
+    envs: Any,
+    state: LoopState,
+    seeds: list[int],
+    episodes_per_seed: int,
+    deterministic: bool,
+    step: int,
+    record_transitions: bool = True,
+) -> list[dict[str, np.ndarray]]:
+    """One batch of episodes for all seeds; seed k gets the environment seeds and policy keys
+    a single-seed run with seed k would use, so the two evaluate identically. Without
+    `record_transitions` only the per-episode results and the actions come back (faster)."""
+    policy = make_seeds_policy(state, deterministic)
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
+    episodes = run_episodes(envs, policy, keys, eval_env_seeds(seeds, episodes_per_seed), record_transitions)
+    return split_episodes(episodes, len(seeds), episodes_per_seed)
+
+
+def evaluate_state(
+    state: LoopState, spec: DatasetSpec | str, episodes: int, seed: int, deterministic: bool, step: int
+) -> dict[str, np.ndarray]:
+    """`episodes` episodes of one (unstacked) state in the env of `spec` (a `DatasetSpec` or
+    a gymnasium id): the episodes a run with `seed` evaluates at `step`, as `run_episodes`
+    returns them."""
+    envs = make_eval_vector_env(spec, episodes, seed)
+    try:
+        return evaluate_seeds(envs, stack_states([state]), [seed], episodes, deterministic, step)[0]
+    finally:
+        envs.close()
+
+
+def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: int) -> list[dict[str, np.ndarray]]:
+    per_env = ("returns", "lengths", "successes", "success_steps")
+    out = []
+    for index in range(num_seeds):
+        envs = slice(index * per_seed, (index + 1) * per_seed)
+        if "env_ids" in episodes:
+            rows = (episodes["env_ids"] >= index * per_seed) & (episodes["env_ids"] < (index + 1) * per_seed)
+        out.append({name: values[envs] if name in per_env else values[rows] for name, values in episodes.items()})
+    return out
 
 
 def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, title: str = "") -> Figure:

@@ -1,5 +1,6 @@
-"""The shared loop for online agents: the same state, checkpoints, evaluation and logging
-as `offrl.train.run`, with data collected by the agent instead of read from a dataset.
+"""The online agents' data source: episodes collected from a vector env between updates.
+`offrl.train.run` trains, evaluates, logs, checkpoints and resumes an online run as any
+other; only the data comes from here (`EpisodeSource`) instead of a dataset.
 
 One update (what `--steps` counts for online agents) is:
   1. collect `episodes_per_update` whole episodes with the current stochastic policy, one
@@ -9,7 +10,7 @@ One update (what `--steps` counts for online agents) is:
   2. write them, in episode order and padded to a fixed size, into the shared
      `ReplayBuffer`, which therefore always holds exactly the latest batch (on-policy);
   3. one `agent.update` on the whole buffer, through the same fused update as offline
-     training (`make_train_chunk` with the agent's `sample_batch`).
+     training (`offrl.loop.make_train_chunk` with the agent's `sample_batch`).
 
 Environment resets are seeded from the loop RNG, which is part of `LoopState`, so a run
 resumed from a checkpoint collects the same episodes as an uninterrupted one. Continuous
@@ -20,41 +21,23 @@ one action range and `scripts/evaluate.py` sees the same env through `DatasetSpe
 from __future__ import annotations
 
 import functools
-import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import ClipAction, RescaleAction
-from tqdm.auto import tqdm
 
 import offrl.envs.corridor  # noqa: F401 - registers ShortCorridor-v0 with gymnasium
-from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer
+from offrl.envs import flat_dim, make_env, make_eval_vector_env
 from offrl.envs.spec import DatasetSpec
-from offrl.envs import flat_dim, make_env, make_eval_vector_env, normalized_score
-from offrl.evaluation import run_episodes, summarize_episodes
-from offrl.logging import RunLogger
-from offrl.train import (
-    Experiment,
-    LoopState,
-    NonFiniteLossError,
-    cut_metrics,
-    evaluate_seeds,
-    first_nonfinite,
-    kept_checkpoint,
-    make_train_chunk,
-    resumed_from,
-    run_timing,
-    stack_states,
-    summary_timing,
-)
+from offrl.evaluation import run_episodes
+from offrl.loop import LoopState, make_train_chunk, seed_slice, stack_states
 
 # The buffer columns an online batch fills; `masks` marks the real rows among the padding.
 COLUMNS = ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")
@@ -116,15 +99,14 @@ def example_batch(spec: DatasetSpec) -> dict[str, np.ndarray]:
     }
 
 
-def build_online_experiment(config: dict[str, Any], agent_cls: type, agent_defaults: dict[str, Any]) -> Experiment:
-    """The experiment of an online agent; `num_actions` comes from the env, not the user."""
+def online_spec(config: dict[str, Any]) -> tuple[DatasetSpec, EnvInfo]:
+    """The env an online agent's config names, and what the agent needs to know about it."""
     if not config.get("env"):
         raise cfg.ConfigError(f"agent {config['agent']!r} is online: give a gymnasium id with --env (e.g. CartPole-v1)")
     if config.get("dataset"):
         raise cfg.ConfigError(f"agent {config['agent']!r} is online and collects its own data; give --env instead of --dataset")
     spec = env_spec(config["env"])
-    config = {**config, "num_actions": probe_env(spec).num_actions}
-    return Experiment(config, agent_cls, agent_defaults, spec, transitions=None)
+    return spec, probe_env(spec)
 
 
 def episode_rows(episodes: dict[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
@@ -153,110 +135,59 @@ def empty_buffer(env_info: EnvInfo, capacity: int) -> ReplayBuffer:
     return ReplayBuffer.create(row, capacity)
 
 
-def run_online(experiment: Experiment, *, resume: bool, stop_after: int | None, progress: bool) -> dict[str, Any]:
-    """`offrl.train.run` for online agents (see the module docstring); same arguments and summary."""
-    config = experiment.config
-    if config["normalize_observations"]:
-        raise cfg.ConfigError("normalize_observations needs dataset statistics; online agents see raw observations")
-    spec = experiment.spec
-    run_dir = Path(config["run_dir"])
-    steps = int(config["steps"])
-    eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
-    checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
-    num_envs = int(config["episodes_per_update"])
-    env_info = probe_env(spec)
-    capacity = num_envs * env_info.max_episode_steps
+class EpisodeSource:
+    """Episodes collected with the current policy before every update (see the module
+    docstring): an `offrl.train.DataSource` for one seed, whose updates are those of the
+    unbatched agent."""
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.save_config(run_dir, config)
-    print(f"offrl: {config['agent']} on {config['env']} ({steps} updates x {num_envs} episodes) -> {run_dir}")
-    print(cfg.to_json(config))
+    updates_per_call = 1  # each update needs fresh episodes, so the loop returns to Python for each
+    reference_actions = None
 
-    rows = example_batch(spec)
-    state: LoopState = experiment.initial_state(rows)
-    meta = ckpt.run_meta(config["agent"], config, rows, ckpt.env_record(spec))
-    checkpointer = ckpt.Checkpointer(run_dir, keep=config["keep_checkpoints"], meta=meta)
-    prior: dict[str, float] = {}
-    if resume:
-        restored = checkpointer.latest_step() or 0
-        if restored:
-            state = ckpt.restore(checkpointer.directory, restored, state)
-            prior = resumed_from(checkpointer, restored, steps, experiment.agent_defaults)
-        cut_metrics(run_dir, restored)
-    logger = RunLogger(run_dir, config, resume=resume)
-    train_envs = make_eval_vector_env(spec, num_envs, config["seed"])
-    eval_envs = make_eval_vector_env(spec, config["eval_episodes"], config["seed"])
-
-    def evaluate(step: int) -> dict[str, float]:
-        # The offline loop's evaluation for one seed, so scripts/evaluate.py reproduces it.
-        episodes = evaluate_seeds(
-            eval_envs, stack_states([state]), [config["seed"]], config["eval_episodes"], config["eval_deterministic"], step
-        )[0]
-        return summarize_episodes(episodes, lambda returns: normalized_score(spec, returns))
-
-    buffer = empty_buffer(env_info, capacity)
-    add_rows = jax.jit(ReplayBuffer.add)
-    train_step = make_train_chunk(experiment.agent_cls, 1)
-
-    run_started = time.perf_counter()
-    start_step = int(state.step)
-    train_seconds, updates_done, last_eval = 0.0, 0, None
-    bar = tqdm(total=steps, initial=start_step, disable=not progress, unit="upd", dynamic_ncols=True)
-    try:
-        for step in range(start_step + 1, steps + 1):
-            started = time.perf_counter()
-            rng, collect_key, seed_key = jax.random.split(state.rng, 3)
-            reset_seed = int(jax.random.randint(seed_key, (), 0, np.iinfo(np.int32).max))
-            agent = state.agent
-            episodes = run_episodes(train_envs, lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
-            buffer = add_rows(buffer, episode_rows(episodes, capacity))
-            new_state, stacked = train_step(state.replace(rng=rng), buffer)
-            stacked = jax.device_get(stacked)
-            elapsed = time.perf_counter() - started
-            bad = first_nonfinite(stacked)
-            if bad is not None:
-                raise NonFiniteLossError(
-                    f"{bad[1]} became non-finite at update {step}; stopped, "
-                    f"{kept_checkpoint(checkpointer, checkpoint_interval)} (lower the learning rates)"
-                )
-            state = new_state
-            train_seconds += elapsed
-            updates_done += 1
-            bar.update(1)
-            metrics = {f"train/{name}": float(np.mean(values)) for name, values in stacked.items()}
-            metrics.update(
-                {
-                    "train/updates_per_second": 1.0 / elapsed,
-                    "rollout/return_mean": float(episodes["returns"].mean()),
-                    "rollout/return_std": float(episodes["returns"].std()),
-                    "rollout/length_mean": float(episodes["lengths"].mean()),
-                    "rollout/episodes": step * num_envs,
-                }
+    def __init__(self, config: dict[str, Any], spec: DatasetSpec, agent_cls: type) -> None:
+        if config["normalize_observations"]:
+            raise cfg.ConfigError("normalize_observations needs dataset statistics; online agents see raw observations")
+        if int(config["num_seeds"]) != 1:
+            raise cfg.ConfigError(
+                f"--num-seeds is for offline agents; run {config['agent']} seeds as separate runs (--seed N) or a sweep"
             )
-            logger.log(metrics, step=step)
-            if step % eval_interval == 0 or step == steps:
-                last_eval = evaluate(step)
-                logger.log({f"eval/{name}": value for name, value in last_eval.items()}, step=step)
-                bar.set_postfix(eval_return=f"{last_eval['return_mean']:.1f}", train_return=f"{episodes['returns'].mean():.1f}")
-            if step % checkpoint_interval == 0 or step == steps:
-                scored = step % eval_interval == 0 or step == steps
-                checkpointer.save(step, state, last_eval["return_mean"] if scored else None, run_timing(prior, train_seconds, run_started))
-            if stop_after is not None and updates_done >= stop_after:
-                return {}
-        if last_eval is None or int(state.step) != steps:
-            last_eval = evaluate(steps)
-        # Collection included in the time: for an online agent an update is not done until its episodes are.
-        summary = {
-            **last_eval,
-            "train_episodes": steps * num_envs,
-            **summary_timing(steps, run_timing(prior, train_seconds, run_started)),
+        self.num_envs = int(config["episodes_per_update"])
+        env_info = probe_env(spec)
+        self.capacity = self.num_envs * env_info.max_episode_steps
+        self.example_batch = example_batch(spec)
+        self.description = f"on {config['env']} ({config['steps']} updates x {self.num_envs} episodes)"
+        self.buffer = empty_buffer(env_info, self.capacity)
+        self.add_rows = jax.jit(ReplayBuffer.add)
+        self.update = make_train_chunk(agent_cls, 1)
+        self.envs = make_eval_vector_env(spec, self.num_envs, config["seed"])
+
+    def prepare(self, state: LoopState) -> LoopState:
+        return state
+
+    def train(self, state: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], list[dict[str, float]]]:
+        single = seed_slice(state, 0)
+        infos, returns, lengths = [], [], []
+        for _ in range(length):
+            # Env resets are seeded from the loop RNG: a resumed run collects the same episodes.
+            rng, collect_key, seed_key = jax.random.split(single.rng, 3)
+            reset_seed = int(jax.random.randint(seed_key, (), 0, np.iinfo(np.int32).max))
+            agent = single.agent
+            episodes = run_episodes(self.envs, lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
+            self.buffer = self.add_rows(self.buffer, episode_rows(episodes, self.capacity))
+            single, info = self.update(single.replace(rng=rng), self.buffer)
+            infos.append(info)
+            returns.append(episodes["returns"])
+            lengths.append(episodes["lengths"])
+        info = {name: jnp.concatenate([one[name] for one in infos])[None] for name in infos[0]}
+        rollout = {
+            "rollout/return_mean": float(np.concatenate(returns).mean()),
+            "rollout/return_std": float(np.concatenate(returns).std()),
+            "rollout/length_mean": float(np.concatenate(lengths).mean()),
+            "rollout/episodes": int(single.step) * self.num_envs,
         }
-        ckpt.write_json_atomic(run_dir / "summary.json", summary)
-        logger.summary(summary)
-        return summary
-    finally:
-        bar.close()
-        checkpointer.close()
-        train_envs.close()
-        eval_envs.close()
-        logger.close()
+        return stack_states([single]), info, [rollout]
+
+    def summary(self, steps: int) -> dict[str, Any]:
+        return {"train_episodes": steps * self.num_envs}
+
+    def close(self) -> None:
+        self.envs.close()

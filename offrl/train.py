@@ -1,22 +1,23 @@
-"""The training loop every offline agent shares.
+"""The one runner: `run(config)` trains any agent over a data source, with one path for
+evaluation, logging, checkpoints, resume and summaries.
 
-The dataset lives on the device in a `ReplayBuffer`; `updates_per_call` updates (batch
-sampling included) run inside one jitted `lax.scan`, so Python is touched only between
-calls: to log, evaluate and checkpoint. The whole loop state (agent, RNG, step,
-normalizer) is one pytree, which is what makes resume exact and checkpoints complete.
+A data source (`DataSource`) is the only thing that differs between agents: a fixed dataset
+on the device (`DatasetSource`, offline agents) or episodes collected from a vector env
+between updates (`offrl.online.EpisodeSource`, online agents). The JAX core it drives, the
+loop state and the fused update chunk over a seed axis, is `offrl.loop`; evaluation is
+`offrl.evaluation`, checkpoints `offrl.checkpoint`, logging `offrl.logging`.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,9 +27,13 @@ from agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
-from offrl.transitions import Transitions
-from offrl.evaluation import action_scatter, run_episodes, summarize_episodes
+from offrl.envs import make_eval_vector_env, normalized_score
+from offrl.envs.spec import DatasetSpec
+from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
+from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
+from offrl.online import EpisodeSource, example_batch, online_spec
+from offrl.transitions import Transitions
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
 
@@ -36,98 +41,92 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or Inf; the run stopped and the last good checkpoint, if any, is kept."""
 
 
-@flax.struct.dataclass
-class LoopState:
-    agent: Any
-    rng: jax.Array
-    step: jax.Array
-    obs_mean: jax.Array
-    obs_std: jax.Array
+class DataSource(Protocol):
+    """Where a run's batches come from. The runner calls `train` between its returns to
+    Python and never looks at the data itself."""
 
-    @classmethod
-    def initial(cls, agent: Any, rng: jax.Array, obs_dim: int) -> LoopState:
-        """Step 0, observations left as they are (zero mean, unit scale)."""
-        return cls(
-            agent=agent,
-            rng=rng,
-            step=jnp.asarray(0, jnp.int32),
-            obs_mean=jnp.zeros(obs_dim, jnp.float32),
-            obs_std=jnp.ones(obs_dim, jnp.float32),
+    description: str  # "on <data> (<size>)", for the run's first line
+    example_batch: dict[str, np.ndarray]  # the rows agents are created from (their shapes go into checkpoints)
+    updates_per_call: int  # updates between two returns to Python (the logging interval)
+    reference_actions: np.ndarray | None  # data actions drawn beside the policy's at evaluation (2-D actions), or None
+
+    def prepare(self, state: LoopState) -> LoopState:
+        """A member's fresh state made ready for this data (e.g. the dataset's normalizer)."""
+
+    def train(self, state: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], list[dict[str, float]]]:
+        """`length` updates of every member (leading seed axis of `state`): the new state, the
+        updates' info ([members, length] per metric) and each member's extra metrics."""
+
+    def summary(self, steps: int) -> dict[str, Any]:
+        """What the source adds to a finished run's summary."""
+
+    def close(self) -> None:
+        """Release envs and other resources."""
+
+
+def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.ndarray) -> Transitions:
+    return Transitions(
+        **{
+            **transitions.as_dict(),
+            "observations": (transitions.observations - mean) / std,
+            "next_observations": (transitions.next_observations - mean) / std,
+        }
+    )
+
+
+class DatasetSource:
+    """A fixed dataset on the device (`ReplayBuffer`, copied to every device): each chunk is
+    one jitted `lax.scan` of updates over the seed axis, sampling its batches from it."""
+
+    def __init__(self, experiment: Experiment, transitions: Transitions | None = None) -> None:
+        config, spec = experiment.config, experiment.spec
+        transitions = experiment.transitions if transitions is None else transitions
+        if spec.env_factory is None:
+            raise cfg.ConfigError(
+                f"dataset {spec.name!r} has no known evaluation env; give one with --env ENV_ID (a gymnasium id, e.g. Hopper-v5)"
+            )
+        self.normalizer: tuple[np.ndarray, np.ndarray] | None = None
+        if config["normalize_observations"]:
+            self.normalizer = observation_statistics(transitions.observations)
+            transitions = normalize_transitions(transitions, *self.normalizer)
+        rows = np.random.default_rng(config["seed"]).choice(
+            len(transitions), size=min(len(transitions), config["example_batch_size"]), replace=False
         )
+        self.example_batch = transitions[np.sort(rows)].as_dict()
+        self.description = f"on {config['dataset']} ({len(transitions)} transitions)"
+        self.updates_per_call = int(config["updates_per_call"])
+        self.reference_actions = (
+            transitions.actions[np.random.default_rng(0).choice(len(transitions), 2000)] if transitions.action_dim == 2 else None
+        )
+        self.buffer = replicate(ReplayBuffer.from_transitions(transitions))
+        self.agent_cls = experiment.agent_cls
+        self.chunks: dict[int, Callable] = {}  # one compiled chunk per length
+
+    def prepare(self, state: LoopState) -> LoopState:
+        if self.normalizer is None:
+            return state
+        return state.replace(obs_mean=jnp.asarray(self.normalizer[0]), obs_std=jnp.asarray(self.normalizer[1]))
+
+    def train(self, state: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], list[dict[str, float]]]:
+        if length not in self.chunks:
+            self.chunks[length] = make_seeds_train_chunk(self.agent_cls, length)
+        state, info = self.chunks[length](state, self.buffer)
+        return state, info, [{} for _ in range(int(state.step.shape[0]))]
+
+    def summary(self, steps: int) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
-def default_sample_batch(buffer: ReplayBuffer, key: jax.Array, config: Any) -> dict[str, jax.Array]:
-    return buffer.sample(key, config["batch_size"])
-
-
-def make_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, ReplayBuffer], tuple[LoopState, dict]]:
-    """`num_updates` fused updates: (state, buffer) -> (state, per-update info stacked)."""
-    sample_batch = getattr(agent_cls, "sample_batch", default_sample_batch)
-
-    def train_chunk(state: LoopState, buffer: ReplayBuffer) -> tuple[LoopState, dict]:
-        def one_update(state: LoopState, _: None) -> tuple[LoopState, dict]:
-            rng, batch_key = jax.random.split(state.rng)
-            batch = sample_batch(buffer, batch_key, state.agent.config)
-            agent, info = state.agent.update(batch)
-            return state.replace(agent=agent, rng=rng, step=state.step + 1), info
-
-        return jax.lax.scan(one_update, state, None, length=num_updates)
-
-    return jax.jit(train_chunk)
-
-
-def make_seeds_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, ReplayBuffer], tuple[LoopState, dict]]:
-    """`make_train_chunk` over a leading seed axis of the state: one compilation for all seeds,
-    the dataset shared. With several devices the seed axis is sharded (see `shard_seeds`).
-
-    The input state is donated: the new state reuses its buffers instead of holding a second
-    copy of every seed's parameters and optimizer moments on the device, so the caller must
-    not touch the state it passed in again."""
-    return jax.jit(jax.vmap(make_train_chunk(agent_cls, num_updates), in_axes=(0, None)), donate_argnums=0)
-
-
-def stack_states(states: list[Any]) -> Any:
-    """One state with a leading seed axis. Seeds built by separate `create` calls hold equal
-    but distinct static parts (apply_fn, optimizer), so the first one's structure is kept."""
-    structure = jax.tree_util.tree_structure(states[0])
-    columns = zip(*(jax.tree_util.tree_leaves(state) for state in states))
-    return jax.tree_util.tree_unflatten(structure, [jnp.stack(leaves) for leaves in columns])
-
-
-def seed_slice(state: Any, index: int) -> Any:
-    return jax.tree_util.tree_map(lambda leaf: leaf[index], state)
-
-
-def device_mesh() -> jax.sharding.Mesh:
-    """All devices on one axis, the seed axis."""
-    return jax.sharding.Mesh(np.asarray(jax.devices()), ("seeds",))
-
-
-def seed_mesh(num_seeds: int) -> jax.sharding.Mesh | None:
-    """A 1-D device mesh over the seed axis, when there are several devices and they divide it."""
-    devices = jax.devices()
-    if len(devices) == 1:
-        return None
-    if num_seeds % len(devices):
-        print(f"offrl: {num_seeds} seeds do not split evenly over {len(devices)} devices; using one device")
-        return None
-    return device_mesh()
-
-
-def shard_seeds(state: Any) -> Any:
-    """Place the leading (seed) axis of every leaf across the devices; jit then runs each
-    device's seeds where they live (GSPMD), with no change to the update code."""
-    mesh = seed_mesh(int(jax.tree_util.tree_leaves(state)[0].shape[0]))
-    if mesh is None:
-        return state
-    return jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
-
-
-def replicate(tree: Any) -> Any:
-    """A full copy of `tree` (the dataset) on every device."""
-    if len(jax.devices()) == 1:
-        return tree
-    return jax.device_put(tree, jax.sharding.NamedSharding(device_mesh(), jax.sharding.PartitionSpec()))
+def data_source(experiment: Experiment, transitions: Transitions | None = None) -> DataSource:
+    """The experiment's data as a source of batches; `transitions` replace the dataset's rows."""
+    if transitions is not None:
+        check_replacement(experiment.transitions, transitions)
+    if getattr(experiment.agent_cls, "online", False):
+        return EpisodeSource(experiment.config, experiment.spec, experiment.agent_cls)
+    return DatasetSource(experiment, transitions)
 
 
 def seed_run_dirs(run_dir: Path, seeds: list[int]) -> list[Path]:
@@ -212,84 +211,6 @@ def aggregate_over_seeds(summaries: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("treedef", "deterministic"))
-def _seeds_actions(
-    treedef: Any, leaves: list[jax.Array], observations: jax.Array, keys: jax.Array, deterministic: bool
-) -> jax.Array:
-    """Seed k's agent (leading seed axis) acts on the k-th block of observations with keys[k].
-
-    (agent, obs_mean, obs_std) come flattened: a list of arrays is dispatched several times
-    faster than the agent's nested pytree, which matters at one call per environment step."""
-    agent, obs_mean, obs_std = jax.tree_util.tree_unflatten(treedef, leaves)
-
-    def act(agent: Any, mean: jax.Array, std: jax.Array, block: jax.Array, key: jax.Array) -> jax.Array:
-        return agent.sample_actions((block - mean) / std, key, deterministic=deterministic)
-
-    blocks = observations.reshape(keys.shape[0], -1, observations.shape[-1])
-    actions = jax.vmap(act)(agent, obs_mean, obs_std, blocks, keys)
-    return actions.reshape(-1, *actions.shape[2:])
-
-
-def make_seeds_policy(state: LoopState, deterministic: bool) -> Callable:
-    """Every seed's policy on its own equal block of the observations, in one call.
-
-    Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run.
-    The state is an argument of one module-level jitted function rather than a constant of a
-    fresh closure, so a run compiles its evaluation policy once, not at every evaluation."""
-    leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
-    return lambda observations, keys: _seeds_actions(treedef, leaves, observations, keys, deterministic)
-
-
-def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
-    """The evaluation envs' reset seeds, seed after seed: every evaluation of a run with seed
-    k starts from the same states, so scores at different steps (or of other policies) pair up."""
-    return [seed + 10_000 + j for seed in seeds for j in range(episodes_per_seed)]
-
-
-def evaluate_seeds(
-    envs: Any,
-    state: LoopState,
-    seeds: list[int],
-    episodes_per_seed: int,
-    deterministic: bool,
-    step: int,
-    record_transitions: bool = True,
-) -> list[dict[str, np.ndarray]]:
-    """One batch of episodes for all seeds; seed k gets the environment seeds and policy keys
-    a single-seed run with seed k would use, so the two evaluate identically. Without
-    `record_transitions` only the per-episode results and the actions come back (faster)."""
-    policy = make_seeds_policy(state, deterministic)
-    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
-    episodes = run_episodes(envs, policy, keys, eval_env_seeds(seeds, episodes_per_seed), record_transitions)
-    return split_episodes(episodes, len(seeds), episodes_per_seed)
-
-
-def evaluate_state(
-    state: LoopState, spec: Any, episodes: int, seed: int, deterministic: bool, step: int
-) -> dict[str, np.ndarray]:
-    """`episodes` episodes of one (unstacked) state in the env of `spec` (a `DatasetSpec` or
-    a gymnasium id): the episodes a run with `seed` evaluates at `step`, as `run_episodes`
-    returns them."""
-    from offrl.envs import make_eval_vector_env
-
-    envs = make_eval_vector_env(spec, episodes, seed)
-    try:
-        return evaluate_seeds(envs, stack_states([state]), [seed], episodes, deterministic, step)[0]
-    finally:
-        envs.close()
-
-
-def split_episodes(episodes: dict[str, np.ndarray], num_seeds: int, per_seed: int) -> list[dict[str, np.ndarray]]:
-    per_env = ("returns", "lengths", "successes", "success_steps")
-    out = []
-    for index in range(num_seeds):
-        envs = slice(index * per_seed, (index + 1) * per_seed)
-        if "env_ids" in episodes:
-            rows = (episodes["env_ids"] >= index * per_seed) & (episodes["env_ids"] < (index + 1) * per_seed)
-        out.append({name: values[envs] if name in per_env else values[rows] for name, values in episodes.items()})
-    return out
-
-
 def first_nonfinite(stacked_info: dict[str, np.ndarray]) -> tuple[int, str] | None:
     """(index within the chunk, metric name) of the first NaN/Inf, or None."""
     worst = None
@@ -309,29 +230,6 @@ def kept_checkpoint(checkpointer: ckpt.Checkpointer, checkpoint_interval: int) -
     return f"the last good checkpoint (update {saved}) in {checkpointer.directory} is kept"
 
 
-def config_hparams(restored: LoopState, fresh: LoopState) -> LoopState:
-    """The restored state with the hyperparameter leaves (an agent's `hparams`, optimizers'
-    injected `hyperparams`) of the state built from the config: the config decides the
-    hyperparameters, the checkpoint what was learned, so a run resumed with an edited config
-    (e.g. a lower learning rate) trains with the edited values, as when they were constants."""
-
-    def pick(path: tuple, restored_leaf: Any, fresh_leaf: Any) -> Any:
-        names = {getattr(entry, "name", getattr(entry, "key", None)) for entry in path}
-        return fresh_leaf if names & {"hparams", "hyperparams"} else restored_leaf
-
-    return jax.tree_util.tree_map_with_path(pick, restored, fresh)
-
-
-def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.ndarray) -> Transitions:
-    return Transitions(
-        **{
-            **transitions.as_dict(),
-            "observations": (transitions.observations - mean) / std,
-            "next_observations": (transitions.next_observations - mean) / std,
-        }
-    )
-
-
 @dataclass
 class Experiment:
     """Everything a run or an evaluation needs, built from a resolved config."""
@@ -339,7 +237,7 @@ class Experiment:
     config: dict[str, Any]
     agent_cls: type
     agent_defaults: dict[str, Any]
-    spec: Any
+    spec: DatasetSpec
     transitions: Transitions | None
 
     def initial_state(
@@ -443,17 +341,19 @@ def _data_family(dataset: str, d4rl_reward: str) -> str:
     return dataset_family(dataset, d4rl_reward)
 
 
-def build_experiment(config: dict[str, Any], load_data: bool = True) -> Experiment:
+def build_experiment(config: dict[str, Any]) -> Experiment:
+    """The agent and its data: an offline agent's dataset (loaded, or built on first use), an
+    online agent's env."""
     from offrl.data import load_dataset
 
     agent_cls, agent_defaults = get_agent(config["agent"])
     if getattr(agent_cls, "online", False):
-        from offrl.online import build_online_experiment
-
-        return build_online_experiment(config, agent_cls, agent_defaults)
+        spec, env_info = online_spec(config)
+        # `num_actions` comes from the env, not the user.
+        return Experiment({**config, "num_actions": env_info.num_actions}, agent_cls, agent_defaults, spec, transitions=None)
     # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
     d4rl_reward = config.get("d4rl_reward", "auto")
-    transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward) if load_data else (None, None)
+    transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward)
     return Experiment(config, agent_cls, agent_defaults, spec, transitions)
 
 
@@ -512,15 +412,6 @@ def cut_metrics(run_dir: Path, step: int) -> None:
     ckpt.write_atomic(path, "".join(kept))
 
 
-def run_timing(prior: dict[str, float], train_seconds: float, started: float) -> dict[str, float]:
-    """The run's time so far over every process that trained it: `prior` (what the restored
-    checkpoint recorded) plus this process's training time and wall time since `started`."""
-    return {
-        "train_seconds": prior.get("train_seconds", 0.0) + train_seconds,
-        "wall_seconds": prior.get("wall_seconds", 0.0) + time.perf_counter() - started,
-    }
-
-
 def summary_timing(steps: int, timing: dict[str, float]) -> dict[str, Any]:
     return {
         "steps": steps,
@@ -540,175 +431,204 @@ def run(
     relabeled rewards); the dataset still gives the evaluation env and scores. They are
     not saved: a resumed run must be given them again.
     """
-    resume_dir = config.get("resume")
-    if resume_dir:
-        config = given_resume_config(config)
-    cfg.validate(config)
-    run_dir = Path(config["run_dir"] or default_run_dir(config))
-    config["run_dir"] = str(run_dir)
-    experiment = build_experiment(config)
-    if transitions is not None:
-        check_replacement(experiment.transitions, transitions)
-        experiment = replace(experiment, transitions=transitions)
-    if getattr(experiment.agent_cls, "online", False):
-        from offrl.online import run_online
-
-        if int(config["num_seeds"]) != 1:
-            raise cfg.ConfigError(
-                f"--num-seeds is for offline agents; run {config['agent']} seeds as separate runs (--seed N) or a sweep"
-            )
-        check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)  # refuses: online agents batch nothing
-        return run_online(experiment, resume=bool(resume_dir), stop_after=stop_after, progress=progress)
-    transitions, spec = experiment.transitions, experiment.spec
+    resume = bool(config.get("resume"))
+    experiment = build_experiment(run_config(config))
+    config = experiment.config
     steps = int(config["steps"])
     eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
     checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
-    updates_per_call = int(config["updates_per_call"])
-    grid = check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)
-    if spec.env_factory is None:
-        raise cfg.ConfigError(
-            f"dataset {spec.name!r} has no known evaluation env; give one with --env ENV_ID (a gymnasium id, e.g. Hopper-v5)"
-        )
-
-    if config["normalize_observations"]:
-        obs_mean, obs_std = observation_statistics(transitions.observations)
-        transitions = normalize_transitions(transitions, obs_mean, obs_std)
-    buffer = ReplayBuffer.from_transitions(transitions)
-    example_rows = np.random.default_rng(config["seed"]).choice(
-        len(transitions), size=min(len(transitions), config["example_batch_size"]), replace=False
-    )
-    example_batch = transitions[np.sort(example_rows)].as_dict()
-    # The agents are built before anything is written: a config they reject leaves no run directory.
-    for combination in combinations(grid):
-        cfg.validate({**config, **combination})
-    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
-    states = [experiment.initial_state(example_batch, seed, {**config, **combination})
-              for combination in combinations(grid) for seed in seeds]
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.save_config(run_dir, config)
-    print(f"offrl: {config['agent']} on {config['dataset']} ({len(transitions)} transitions), seeds {seeds}"
-          f"{f', {len(combinations(grid))} combinations of {list(grid)}' if grid else ''} -> {run_dir}")
-    print(cfg.to_json(config))
-    members = batch_members(config, run_dir, grid)
-    # A batch is the seed axis grown to (combination x seed): the loop below treats every
-    # member as it treats a seed, with that member's seed for its keys and eval envs.
-    seeds = [member.seed for member in members]
-    seed_dirs = [member.directory for member in members]
-    seed_configs = [member.config for member in members]
-    if config["normalize_observations"]:
-        states = [state.replace(obs_mean=jnp.asarray(obs_mean), obs_std=jnp.asarray(obs_std)) for state in states]
-
-    env = ckpt.env_record(spec)
-    checkpointers = [
-        ckpt.Checkpointer(directory, keep=config["keep_checkpoints"], meta=ckpt.run_meta(config["agent"], seed_cfg, example_batch, env))
-        for directory, seed_cfg in zip(seed_dirs, seed_configs)
-    ]
-    saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
-    prior: dict[str, float] = {}
-    if resume_dir:
-        # Seeds are saved together; a kill between two saves leaves the older step in every seed.
-        restored = min(saved_steps) if None not in saved_steps else 0
-        if restored:
-            states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
-            prior = resumed_from(checkpointers[0], restored, steps, experiment.agent_defaults)
-        for directory in seed_dirs:
-            cut_metrics(directory, restored)
-    state = shard_seeds(stack_states(states))
-    buffer = replicate(buffer)
-    loggers = [RunLogger(directory, seed_cfg, resume=bool(resume_dir), concurrent=len(seeds) > 1)
-               for directory, seed_cfg in zip(seed_dirs, seed_configs)]
-    from offrl.envs import make_eval_vector_env, normalized_score
-
-    episodes_per_seed = int(config["eval_episodes"])
-    eval_envs = make_eval_vector_env(spec, episodes_per_seed * len(seeds), config["seed"])
-    dataset_actions = transitions.actions[np.random.default_rng(0).choice(len(transitions), 2000)]
-
-    def evaluate(step: int) -> list[dict[str, float]]:
-        episodes = evaluate_seeds(
-            eval_envs, state, seeds, episodes_per_seed, config["eval_deterministic"], step, record_transitions=False
-        )
-        results = []
-        for index, (seed_episodes, logger) in enumerate(zip(episodes, loggers)):
-            results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(spec, returns)))
-            if transitions.action_dim == 2:
-                title = f"{config['agent']} {member_label(members[index])} step {step}"
-                logger.log_figure("eval/actions", action_scatter(dataset_actions, seed_episodes["actions"][:2000], title), step)
-        return results
-
-    chunks: dict[int, Callable] = {}
-    run_started = time.perf_counter()
-    train_seconds, updates_done, last_eval = 0.0, 0, None
-    bar = tqdm(total=steps, initial=int(state.step[0]), disable=not progress, unit="upd", dynamic_ncols=True)
-    try:
-        for boundary in boundaries(steps, updates_per_call, eval_interval, checkpoint_interval):
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(contextlib.closing(data_source(experiment, transitions)))
+        grid = check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)
+        states = initial_states(experiment, source, grid)  # before any write: a rejected config leaves no run directory
+        members = start_run_dir(config, source, grid)
+        checkpointers = [
+            stack.enter_context(contextlib.closing(ckpt.Checkpointer(member.directory, keep=config["keep_checkpoints"], meta=meta)))
+            for member, meta in zip(members, member_metas(config, members, source, experiment.spec))
+        ]
+        states, prior = restored_states(states, checkpointers, members, steps, experiment.agent_defaults) if resume else (states, {})
+        state = shard_seeds(stack_states(states))
+        loggers = [stack.enter_context(contextlib.closing(RunLogger(member.directory, member.config, resume=resume, concurrent=len(members) > 1)))
+                   for member in members]
+        evaluate = stack.enter_context(contextlib.closing(Evaluation(config, experiment.spec, members, loggers, source.reference_actions)))
+        bar = stack.enter_context(contextlib.closing(tqdm(total=steps, initial=int(state.step[0]), disable=not progress, unit="upd", dynamic_ncols=True)))
+        clock, last_eval = Clock(prior), None
+        for boundary in boundaries(steps, source.updates_per_call, eval_interval, checkpoint_interval):
             step = int(state.step[0])
             if boundary <= step:
                 continue
-            length = boundary - step
-            if length not in chunks:
-                chunks[length] = make_seeds_train_chunk(experiment.agent_cls, length)
             started = time.perf_counter()
-            new_state, stacked = chunks[length](state, buffer)
-            stacked = jax.device_get(stacked)
+            new_state, info, extra = source.train(state, boundary - step)
+            info = jax.device_get(info)
             elapsed = time.perf_counter() - started
-            for index in range(len(members)):
-                bad = first_nonfinite({name: values[index] for name, values in stacked.items()})
-                if bad is not None:
-                    raise NonFiniteLossError(
-                        f"{bad[1]} became non-finite at update {step + bad[0] + 1} ({member_label(members[index])}); stopped, "
-                        f"{kept_checkpoint(checkpointers[index], checkpoint_interval)} (lower the learning rates or check the data)"
-                    )
+            check_finite(info, step, members, checkpointers, checkpoint_interval)
             state = new_state
-            train_seconds += elapsed
-            updates_done += length
-            bar.update(length)
+            clock.trained(boundary - step, elapsed)
+            bar.update(boundary - step)
             for index, logger in enumerate(loggers):
-                metrics = {f"train/{name}": float(np.mean(values[index])) for name, values in stacked.items()}
-                metrics["train/updates_per_second"] = length / elapsed
-                logger.log(metrics, step=boundary)
+                metrics = {f"train/{name}": float(np.mean(values[index])) for name, values in info.items()}
+                logger.log({**metrics, "train/updates_per_second": (boundary - step) / elapsed, **extra[index]}, step=boundary)
             evaluated = boundary % eval_interval == 0 or boundary == steps
             if evaluated:
-                last_eval = evaluate(boundary)
+                last_eval = evaluate(state, boundary)
                 for logger, result in zip(loggers, last_eval):
                     logger.log({f"eval/{name}": value for name, value in result.items()}, step=boundary)
-                bar.set_postfix(score=f"{np.mean([score_of(r) for r in last_eval]):.1f}", ups=f"{length / elapsed:.0f}")
+                bar.set_postfix(score=f"{np.mean([score_of(r) for r in last_eval]):.1f}", ups=f"{(boundary - step) / elapsed:.0f}")
             if boundary % checkpoint_interval == 0 or boundary == steps:
-                timing = run_timing(prior, train_seconds, run_started)
                 for index, checkpointer in enumerate(checkpointers):
-                    checkpointer.save(boundary, seed_slice(state, index), score_of(last_eval[index]) if evaluated else None, timing)
-            if stop_after is not None and updates_done >= stop_after:
+                    checkpointer.save(boundary, seed_slice(state, index), score_of(last_eval[index]) if evaluated else None, clock.timing())
+            if stop_after is not None and clock.updates >= stop_after:
                 return {}
         if last_eval is None or int(state.step[0]) != steps:
-            last_eval = evaluate(steps)
-        timing = summary_timing(steps, run_timing(prior, train_seconds, run_started))
-        summaries = [{**member.combination, **result, **timing, "seed": member.seed}
-                     for result, member in zip(last_eval, members)]
-        for directory, summary, logger in zip(seed_dirs, summaries, loggers):
-            ckpt.write_json_atomic(directory / "summary.json", summary)
-            logger.summary(summary)
-        per_combination = []
-        num_seeds = int(config["num_seeds"])
-        for start, combination in zip(range(0, len(members), num_seeds), combinations(grid)):
-            seed_summaries = summaries[start:start + num_seeds]
-            if num_seeds == 1:
-                per_combination.append(seed_summaries[0])
-                continue
-            combined = {**combination, **aggregate_over_seeds(seed_summaries), **timing, "seeds": seed_summaries}
-            ckpt.write_json_atomic(members[start].directory.parent / "summary.json", combined)
-            per_combination.append(combined)
-        if not grid:
-            return per_combination[0]
-        summary = {"vmap": grid, **timing, "combinations": per_combination}
-        ckpt.write_json_atomic(run_dir / "summary.json", summary)
-        return summary
-    finally:
-        bar.close()
-        for checkpointer in checkpointers:
-            checkpointer.close()
-        eval_envs.close()
-        for logger in loggers:
-            logger.close()
+            last_eval = evaluate(state, steps)
+        return write_summaries(config, members, loggers, last_eval, {**summary_timing(steps, clock.timing()), **source.summary(steps)}, grid)
+
+
+def run_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config a run trains with: a resume's (see `given_resume_config`), checked, with its
+    run directory decided (written back into `config` when it is not a resume)."""
+    if config.get("resume"):
+        config = given_resume_config(config)
+    cfg.validate(config)
+    config["run_dir"] = str(config["run_dir"] or default_run_dir(config))
+    return config
+
+
+def initial_states(experiment: Experiment, source: DataSource, grid: dict[str, list[Any]]) -> list[LoopState]:
+    """Every member's fresh state, combination-major and seed-minor (as `batch_members`)."""
+    config = experiment.config
+    for combination in combinations(grid):
+        cfg.validate({**config, **combination})
+    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
+    return [source.prepare(experiment.initial_state(source.example_batch, seed, {**config, **combination}))
+            for combination in combinations(grid) for seed in seeds]
+
+
+def start_run_dir(config: dict[str, Any], source: DataSource, grid: dict[str, list[Any]]) -> list[Member]:
+    """The run directory with its config.json, the run's first lines, and its members' directories."""
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.save_config(run_dir, config)
+    seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
+    print(f"offrl: {config['agent']} {source.description}, seeds {seeds}"
+          f"{f', {len(combinations(grid))} combinations of {list(grid)}' if grid else ''} -> {run_dir}")
+    print(cfg.to_json(config))
+    # A batch is the seed axis grown to (combination x seed): the loop treats every member as
+    # it treats a seed, with that member's seed for its keys and eval envs.
+    return batch_members(config, run_dir, grid)
+
+
+def member_metas(config: dict[str, Any], members: list[Member], source: DataSource, spec: DatasetSpec) -> list[dict[str, Any]]:
+    """What each member's checkpoints store beside the state, to be restored without the data."""
+    env = ckpt.env_record(spec)
+    return [ckpt.run_meta(config["agent"], member.config, source.example_batch, env) for member in members]
+
+
+def restored_states(
+    states: list[LoopState], checkpointers: list[ckpt.Checkpointer], members: list[Member], steps: int, agent_defaults: dict[str, Any]
+) -> tuple[list[LoopState], dict[str, float]]:
+    """Each member's state at the latest step all members saved (members save together; a kill
+    between two saves leaves the older step in every one), with the hyperparameters of the
+    config (`config_hparams`), metrics.jsonl cut back to it, and the run's time until then."""
+    saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
+    restored = min(saved_steps) if None not in saved_steps else 0
+    prior: dict[str, float] = {}
+    if restored:
+        states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
+        prior = resumed_from(checkpointers[0], restored, steps, agent_defaults)
+    for member in members:
+        cut_metrics(member.directory, restored)
+    return states, prior
+
+
+class Evaluation:
+    """Every member's evaluation in one batch of envs: seed k gets the episodes and policy keys a
+    single run with seed k gets (`offrl.evaluation.evaluate_seeds`); the action scatter goes to
+    the member's logger, the results back to the loop."""
+
+    def __init__(
+        self, config: dict[str, Any], spec: DatasetSpec, members: list[Member], loggers: list[RunLogger],
+        reference_actions: np.ndarray | None,
+    ) -> None:
+        self.config, self.spec, self.members, self.loggers = config, spec, members, loggers
+        self.reference_actions = reference_actions
+        self.episodes_per_seed = int(config["eval_episodes"])
+        self.envs = make_eval_vector_env(spec, self.episodes_per_seed * len(members), config["seed"])
+
+    def __call__(self, state: LoopState, step: int) -> list[dict[str, float]]:
+        seeds = [member.seed for member in self.members]
+        episodes = evaluate_seeds(
+            self.envs, state, seeds, self.episodes_per_seed, self.config["eval_deterministic"], step, record_transitions=False
+        )
+        results = []
+        for member, seed_episodes, logger in zip(self.members, episodes, self.loggers):
+            results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(self.spec, returns)))
+            if self.reference_actions is not None:
+                title = f"{self.config['agent']} {member_label(member)} step {step}"
+                logger.log_figure("eval/actions", action_scatter(self.reference_actions, seed_episodes["actions"][:2000], title), step)
+        return results
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class Clock:
+    """The run's training time and wall time over every process that trained it: `prior` (what
+    the restored checkpoint recorded) plus this process's."""
+
+    def __init__(self, prior: dict[str, float]) -> None:
+        self.prior, self.started = prior, time.perf_counter()
+        self.train_seconds, self.updates = 0.0, 0
+
+    def trained(self, updates: int, seconds: float) -> None:
+        self.updates += updates
+        self.train_seconds += seconds
+
+    def timing(self) -> dict[str, float]:
+        return {
+            "train_seconds": self.prior.get("train_seconds", 0.0) + self.train_seconds,
+            "wall_seconds": self.prior.get("wall_seconds", 0.0) + time.perf_counter() - self.started,
+        }
+
+
+def check_finite(
+    info: dict[str, np.ndarray], step: int, members: list[Member], checkpointers: list[ckpt.Checkpointer], checkpoint_interval: int
+) -> None:
+    """Raise `NonFiniteLossError` at the first NaN/Inf of any member's chunk of updates from `step`."""
+    for index, member in enumerate(members):
+        bad = first_nonfinite({name: values[index] for name, values in info.items()})
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"{bad[1]} became non-finite at update {step + bad[0] + 1} ({member_label(member)}); stopped, "
+                f"{kept_checkpoint(checkpointers[index], checkpoint_interval)} (lower the learning rates or check the data)"
+            )
+
+
+def write_summaries(
+    config: dict[str, Any], members: list[Member], loggers: list[RunLogger], results: list[dict[str, float]], extra: dict[str, Any],
+    grid: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """summary.json for every member, for every combination over its seeds and for the grid;
+    returns the run's (the one member's, or the aggregate)."""
+    summaries = [{**member.combination, **result, **extra, "seed": member.seed} for result, member in zip(results, members)]
+    for member, summary, logger in zip(members, summaries, loggers):
+        ckpt.write_json_atomic(member.directory / "summary.json", summary)
+        logger.summary(summary)
+    per_combination = []
+    num_seeds = int(config["num_seeds"])
+    for start, combination in zip(range(0, len(members), num_seeds), combinations(grid)):
+        seed_summaries = summaries[start:start + num_seeds]
+        if num_seeds == 1:
+            per_combination.append(seed_summaries[0])
+            continue
+        combined = {**combination, **aggregate_over_seeds(seed_summaries), **extra, "seeds": seed_summaries}
+        ckpt.write_json_atomic(members[start].directory.parent / "summary.json", combined)
+        per_combination.append(combined)
+    if not grid:
+        return per_combination[0]
+    summary = {"vmap": grid, **extra, "combinations": per_combination}
+    ckpt.write_json_atomic(Path(config["run_dir"]) / "summary.json", summary)
+    return summary
 
 
 def restore_run(path: str | Path, which: str = "latest", data: bool = True) -> tuple[LoopState, Experiment, int]:
@@ -758,8 +678,6 @@ def _restore_legacy_run(manager_dir: Path, step: int, run_dir: Path) -> tuple[Lo
             f"{config.get('dataset')!r}, which failed: {error}"
         ) from None
     if getattr(experiment.agent_cls, "online", False):  # no dataset: rows shaped like the env's
-        from offrl.online import example_batch
-
         rows = example_batch(experiment.spec)
     else:
         rows = experiment.transitions[: max(256, int(config.get("num_tokens", 0)))].as_dict()

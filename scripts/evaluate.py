@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     from offrl.envs import normalized_score
     from offrl.evaluation import make_policy, summarize_episodes, value_landscape_figure
     from offrl.logging import RunLogger
-    from offrl.train import evaluate_state, restore_run
+    from offrl.evaluation import evaluate_state
+    from offrl.train import restore_run
 
     args = parse_args(argv)
     which = "best" if args.best else "latest"

@@ -52,7 +52,8 @@ def test_long_episodes_cross_key_chunks() -> None:
 
 def test_evaluation_policy_compiles_once_per_run() -> None:
     from agents import get_agent
-    from offrl.train import LoopState, _seeds_actions, evaluate_seeds, stack_states
+    from offrl.evaluation import _seeds_actions, evaluate_seeds
+    from offrl.loop import LoopState, stack_states
 
     cls, config = get_agent("iql-awr")
     config.update(hidden_dims=(16, 16))

@@ -20,7 +20,9 @@ from offrl import load_policy
 from offrl.envs import flatten_observations
 from offrl.evaluation import run_episodes
 from offrl.policy import flatten, space_layout
-from offrl.train import evaluate_state, make_seeds_policy, resolve_config, restore_run, run, stack_states
+from offrl.evaluation import evaluate_state, make_seeds_policy
+from offrl.loop import stack_states
+from offrl.train import resolve_config, restore_run, run
 
 from test_train import tiny_config
 
@@ -95,7 +97,7 @@ def test_exported_policy_acts_as_the_runs_evaluation_without_offrl(normalized_ru
 
     exported = export.deserialize(bytearray((out / "policy.jax").read_bytes()))
     from offrl.envs import make_eval_vector_env
-    from offrl.train import eval_env_seeds
+    from offrl.evaluation import eval_env_seeds
 
     envs = make_eval_vector_env(experiment.spec, 3, 0)
     try:

@@ -25,7 +25,7 @@ from offrl.envs.gridworld import (
     goal_reaching_success,
     horizon_gamma,
 )
-from offrl.train import LoopState, make_train_chunk
+from offrl.loop import LoopState, make_train_chunk
 
 # Two 3x2 rooms joined by two doorways: 13 states, small enough to train in seconds.
 TWO_ROOMS = """

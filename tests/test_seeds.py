@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.train import restore_run, run, stack_states
+from offrl.loop import stack_states
+from offrl.train import restore_run, run
 
 from test_train import leaves, tiny_config
 
@@ -72,7 +73,8 @@ SHARDED_RUN = textwrap.dedent(
     """
     import json, sys
     import jax
-    from offrl.train import build_experiment, run, shard_seeds, stack_states
+    from offrl.loop import shard_seeds, stack_states
+    from offrl.train import build_experiment, run
     from test_train import tiny_config
 
     assert jax.device_count() == 2, jax.devices()

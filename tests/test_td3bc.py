@@ -15,7 +15,8 @@ from agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_targe
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.transitions import Transitions
-from offrl.train import LoopState, make_seeds_train_chunk, make_train_chunk, resolve_config, run, seed_slice, stack_states
+from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
+from offrl.train import resolve_config, run
 from test_iql import random_batch as iql_random_batch
 
 
