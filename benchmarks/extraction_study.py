@@ -58,8 +58,7 @@ from offrl import sweep as sw
 from offrl.cli import main_guard
 from offrl.data.pointmaze import maze2d_dataset_id
 from offrl.envs import make_eval_vector_env, normalized_score
-from offrl.evaluation import summarize_episodes
-from offrl.evaluation import evaluate_seeds
+from offrl.evaluation import evaluate_seeds, summarize_episodes
 from offrl.loop import LoopState, stack_states
 from offrl.train import restore_run
 

@@ -62,8 +62,8 @@ from offrl.envs.gridworld import (  # noqa: E402
     goal_reaching_success,
     horizon_gamma,
 )
-from offrl.networks import polyak_update  # noqa: E402
 from offrl.loop import LoopState, make_train_chunk  # noqa: E402
+from offrl.networks import polyak_update  # noqa: E402
 
 NETWORK_CONFIG = {
     "discrete_actions": 4,

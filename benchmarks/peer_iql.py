@@ -41,11 +41,10 @@ import yaml
 
 from offrl.config import DEFAULT_DATASET
 from offrl.data import load_dataset
-from offrl.transitions import Transitions
 from offrl.envs import make_eval_vector_env, normalized_score
-from offrl.evaluation import run_episodes, summarize_episodes
-from offrl.evaluation import eval_env_seeds
+from offrl.evaluation import eval_env_seeds, run_episodes, summarize_episodes
 from offrl.train import resolve_config, run
+from offrl.transitions import Transitions
 
 MATCHED: dict[str, Any] = {
     "hidden_dims": [256, 256],

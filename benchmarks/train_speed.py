@@ -23,8 +23,8 @@ import numpy as np
 
 from agents import get_agent
 from offrl.buffer import ReplayBuffer
-from offrl.transitions import make_transitions
 from offrl.loop import LoopState, make_train_chunk
+from offrl.transitions import make_transitions
 
 
 def synthetic_transitions(rows: int, obs_dim: int, action_dim: int, seed: int = 0):

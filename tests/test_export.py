@@ -18,10 +18,9 @@ import pytest
 
 from offrl import load_policy
 from offrl.envs import flatten_observations
-from offrl.evaluation import run_episodes
-from offrl.policy import flatten, space_layout
-from offrl.evaluation import evaluate_state, make_seeds_policy
+from offrl.evaluation import evaluate_state, make_seeds_policy, run_episodes
 from offrl.loop import stack_states
+from offrl.policy import flatten, space_layout
 from offrl.train import resolve_config, restore_run, run
 
 from test_train import tiny_config

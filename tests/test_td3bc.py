@@ -14,9 +14,9 @@ from agents import get_agent
 from agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
-from offrl.transitions import Transitions
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
 from offrl.train import resolve_config, run
+from offrl.transitions import Transitions
 from test_iql import random_batch as iql_random_batch
 
 

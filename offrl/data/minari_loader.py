@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from offrl.data.errors import DatasetError, DatasetNotFoundError
-from offrl.transitions import FIELDS, Transitions, make_transitions
 from offrl.envs import flatten_observations
+from offrl.transitions import FIELDS, Transitions, make_transitions
 
 if TYPE_CHECKING:
     import minari

@@ -42,10 +42,10 @@ from offrl.data.d4rl import (
     reward_family,
 )
 from offrl.data.minari_loader import HOW_TO_GET, local_minari_ids, minari_ref_scores, minari_transitions, open_minari_dataset
-from offrl.transitions import Transitions
 from offrl.envs import make_env
 from offrl.envs.scores import d4rl_ref_scores
 from offrl.envs.spec import DatasetSpec
+from offrl.transitions import Transitions
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 BUILTIN_PREFIXES = ("offrl/maze2d/", "offrl/pointmaze/")
