@@ -50,13 +50,13 @@ import jax
 import numpy as np
 
 from agents.fb import infer_z_from_reward_fn, pointmaze_value_map
+from agents.fb_tasks import value_landscape_figure
 from offrl.cli import main_guard
 from offrl.data.pointmaze import pointmaze_dataset_id
 from offrl.envs import make_eval_vector_env
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry, negative_distance
-from offrl.evaluation import run_episodes, value_landscape_figure
+from offrl.evaluation import eval_env_seeds, evaluate_state, run_episodes
 from offrl.logging import RunLogger
-from offrl.evaluation import eval_env_seeds, evaluate_state
 from offrl.train import resolve_config, restore_run, run, seed_run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

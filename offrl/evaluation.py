@@ -301,27 +301,3 @@ def action_scatter(dataset_actions: np.ndarray, policy_actions: np.ndarray, titl
     if title:
         figure.suptitle(title)
     return figure
-
-
-def value_landscape_figure(
-    values: np.ndarray, extent: tuple[float, float, float, float], goal: np.ndarray | None = None, title: str = ""
-) -> Figure:
-    """A value landscape over a maze (e.g. `agents.fb.value_landscape`): NaN cells (walls)
-    drawn flat grey so they read as walls, not as low values; the goal as a star."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    height, width = values.shape
-    figure = Figure(figsize=(6, max(2.0, 5 * height / width)))
-    axis = figure.subplots()
-    colormap = matplotlib.colormaps["viridis"].with_extremes(bad="0.3")
-    image = axis.imshow(np.ma.masked_invalid(values), extent=extent, origin="upper", cmap=colormap)
-    figure.colorbar(image, ax=axis, label=r"$V(s) = F(s, \pi_z(s), z)^\top z$")
-    if goal is not None:
-        axis.plot(goal[0], goal[1], marker="*", markersize=18, color="red", markeredgecolor="white", linestyle="none", label="goal")
-        axis.legend(loc="upper right")
-    axis.set_xlabel("x")
-    axis.set_ylabel("y")
-    if title:
-        axis.set_title(title)
-    return figure

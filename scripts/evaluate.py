@@ -8,7 +8,7 @@ or a checkpoint directory RUN_DIR/checkpoints/STEP. Prints the metrics; --json w
 is enough: checkpoints hold the config, input shapes and evaluation env, so the dataset
 need not be present (only --reward reads it).
 
-FB checkpoints only, zero-shot tasks (the metrics then also hold `task` and the `z` used).
+FB checkpoints only, zero-shot tasks (agents/fb_tasks.py; the metrics then also hold `task` and the `z` used).
 Without --goal or --reward, FB acts as in the training loop's evaluation: z = B(observed goal)
 per episode (pointmaze-v1, eval_goal_dims), else its eval_task: by default the dataset-reward
 task estimated during training (agents/fb.py, reward_task_z), which approximates --reward dataset.
@@ -31,20 +31,14 @@ task estimated during training (agents/fb.py, reward_task_z), which approximates
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from offrl.cli import main_guard
 from offrl.config import ConfigError
-
-if TYPE_CHECKING:
-    import jax
 
 FB_OPTIONS = "--goal, --reward and --value-map"
 
@@ -97,90 +91,10 @@ def check_fb_options(args: argparse.Namespace, which: str) -> None:
         raise ConfigError(f"{FB_OPTIONS} need an fb checkpoint; {args.path} is a {agent} run")
 
 
-def load_reward_fn(spec: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The function named by MODULE:FUNCTION, its output checked to be one reward per row."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise ConfigError(f"--reward expects 'dataset' or MODULE:FUNCTION, got {spec!r}")
-    # `python scripts/evaluate.py` puts scripts/ on sys.path, not the directory it runs in.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"--reward {spec}: cannot import {module_name!r} ({error})") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise ConfigError(f"--reward {spec}: module {module_name!r} has no function {name!r}")
-
-    def rewards(observations: np.ndarray) -> np.ndarray:
-        values = np.asarray(function(observations), np.float32)
-        if values.shape != (len(observations),):
-            raise ConfigError(
-                f"--reward {spec} returned shape {values.shape} for {len(observations)} observations; expected ({len(observations)},)"
-            )
-        return values
-
-    return rewards
-
-
-def dataset_transitions(experiment: Any) -> Any:
-    """The run's dataset rows, for --reward: a restored run carries none (checkpoints are
-    self-contained), so the dataset is loaded here, and must then be present."""
-    if experiment.transitions is not None:
-        return experiment.transitions
-    from offrl.data import load_dataset
-
-    config = experiment.config
-    return load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=config.get("d4rl_reward", "auto"))[0]
-
-
-def task_z(args: argparse.Namespace, state: Any, experiment: Any) -> tuple[str | None, jax.Array | None]:
-    """The --goal or --reward task and its z, (None, None) without either."""
-    from agents.fb import goal_observation, infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards
-
-    if args.goal is not None:
-        try:
-            goal = goal_observation(state.agent, args.goal, state.obs_mean.shape[-1])
-        except ValueError as error:
-            raise ConfigError(f"--goal: {error}") from None
-        return f"goal {','.join(map(str, args.goal))}", infer_z_from_goal(state.agent, goal, state.obs_mean, state.obs_std)
-    if args.reward is None:
-        return None, None
-    # Next observations: rewards are received there (r(s, a, s')) and B is trained on them.
-    transitions = dataset_transitions(experiment)
-    observations = transitions.next_observations
-    normalization = {"obs_mean": state.obs_mean, "obs_std": state.obs_std, "center": args.center_reward}
-    if args.reward == "dataset":
-        z = infer_z_from_rewards(state.agent, observations, transitions.rewards, args.reward_samples, **normalization)
-    else:
-        z = infer_z_from_reward_fn(state.agent, observations, load_reward_fn(args.reward), args.reward_samples, **normalization)
-    return f"reward {args.reward}", z
-
-
-def value_map(
-    state: Any, experiment: Any, seed: int, z: jax.Array | None, goal: tuple[float, ...] | None
-) -> tuple[np.ndarray, tuple[float, float, float, float], jax.Array, np.ndarray | None]:
-    """--value-map: `agents.fb.pointmaze_value_map` over the run's evaluation maze."""
-    from agents.fb import pointmaze_value_map
-    from offrl.envs.pointmaze import maze_geometry
-
-    if experiment.spec.env_factory is None:
-        raise ConfigError(f"--value-map needs a PointMaze evaluation env; {experiment.spec.name} has none")
-    try:
-        maze = maze_geometry(experiment.spec.env_factory, seed)
-    except ValueError as error:
-        raise ConfigError(f"--value-map: {error}") from None
-    if z is None and maze.goal_xy is None:
-        raise ConfigError("--value-map: the evaluation maze has no single goal cell; pass --goal")
-    return pointmaze_value_map(state.agent, maze, z, goal, state.obs_mean, state.obs_std)
-
-
 def main(argv: list[str] | None = None) -> int:
     from offrl.envs import normalized_score
-    from offrl.evaluation import make_policy, summarize_episodes, value_landscape_figure
+    from offrl.evaluation import evaluate_state, make_policy, summarize_episodes
     from offrl.logging import RunLogger
-    from offrl.evaluation import evaluate_state
     from offrl.train import restore_run
 
     args = parse_args(argv)
@@ -191,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     seed = config["seed"] if args.seed is None else args.seed
     episodes = args.episodes or config["eval_episodes"]
     deterministic = config["eval_deterministic"] and not args.stochastic
-    task, z = task_z(args, state, experiment)
+    task, z = None, None
+    if args.goal is not None or args.reward is not None:  # an fb run (check_fb_options)
+        from agents.fb_tasks import task_z
+
+        task, z = task_z(state, experiment, args.goal, args.reward, args.reward_samples, args.center_reward)
     if z is not None:
         state = state.replace(agent=state.agent.with_task(z))
     # The training loop's own evaluation, for one seed: the same episodes as the run's summary.
@@ -209,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"offrl: video -> {record_episode(experiment.spec, policy, target, seed)}")
     figure = None
     if args.value_map is not None:
-        values, extent, _, goal_xy = value_map(state, experiment, seed, z, args.goal)
+        from agents.fb_tasks import evaluation_value_map, value_landscape_figure
+
+        values, extent, _, goal_xy = evaluation_value_map(state, experiment, seed, z, args.goal)
         figure = value_landscape_figure(values, extent, goal_xy, f"fb step {step}: {task or 'evaluation goal cell'}")
         args.value_map.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.value_map, dpi=100, bbox_inches="tight")
