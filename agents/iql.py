@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from offrl.config import option
+from offrl.config import option, run_steps
 from offrl.networks import (
     CategoricalPolicy,
     DeterministicPolicy,
@@ -55,7 +55,7 @@ class IQLConfig:
     critic_lr: float = option(3e-4, "Adam step size of the twin Q critic")
     value_lr: float = option(3e-4, "Adam step size of the value network V")
     actor_lr_schedule: str = option("cosine", "cosine | constant; cosine decays to 0 over max_steps")
-    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
     batch_size: int = option(256, "dataset rows per update")
     discount: float = option(0.99, "gamma of the TD target")
     tau: float = option(0.005, "Polyak rate of the target Q")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import distrax
 import flax
@@ -32,10 +32,24 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
+from gymnasium import spaces
 
 from offrl.buffer import ReplayBuffer, discounted_returns_to_go
-from offrl.config import option
+from offrl.config import option, run_steps
 from offrl.networks import CategoricalPolicy, GaussianPolicy, ValueNetwork
+
+if TYPE_CHECKING:
+    from offrl.envs.spec import DatasetSpec
+
+
+def env_num_actions(config: dict[str, Any], spec: DatasetSpec) -> int:
+    """The `derive` hook of `num_actions`: n for the run env's Discrete(n) action space, 0 for a Box."""
+    env = spec.env_factory()
+    try:
+        action_space = env.action_space
+    finally:
+        env.close()
+    return int(action_space.n) if isinstance(action_space, spaces.Discrete) else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +60,7 @@ class ReinforceConfig:
     actor_lr: float = option(1e-2, "Adam step size of the policy")
     value_lr: float = option(1e-2, "Adam step size of the value baseline")
     actor_lr_schedule: str = option("constant", "constant | cosine; cosine decays to 0 over max_steps")
-    max_steps: int = option(1_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
+    max_steps: int = option(1_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
     discount: float = option(1.0, "gamma of the returns; below 1 for tasks that never terminate by themselves")
     baseline: bool = option(True, "learned V(s) baseline (--no-baseline for plain REINFORCE)")
     normalize_advantages: bool = option(False, "standardize over every step of the batch, not per episode")
@@ -56,7 +70,7 @@ class ReinforceConfig:
         "clip", "continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)"
     )
     num_actions: int = option(
-        0, "set by the online loop from the env: n for Discrete(n), 0 for a Box action space", derived=True
+        0, "set from the run's env: n for Discrete(n), 0 for a Box action space", derive=env_num_actions
     )
 
 

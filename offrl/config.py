@@ -17,23 +17,40 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_DATASET = "offrl/pointmaze/umaze-v1"
 
-def option(default: Any, doc: str, *, derived: bool = False) -> Any:
+def option(default: Any, doc: str, *, derive: Callable[[dict[str, Any], Any], Any] | None = None) -> Any:
     """A config dataclass field with its one line of doc, which `--help` prints.
 
-    `derived`: the value is set by the training loop (the doc says from what), so giving it
-    has no effect. Lists, other unhashable defaults and nested config groups get a
-    `default_factory` of copies, so no two configs share a mutable default."""
-    metadata = {"doc": doc, "derived": derived}
+    `derive(run_config, spec)`: the field is derived, computed from the resolved run settings
+    and the run's `DatasetSpec` (its env) whenever an experiment is built (`derived_values`),
+    so giving it has no effect and `--help` marks it. Lists, other unhashable defaults and
+    nested config groups get a `default_factory` of copies, so no two configs share a mutable
+    default."""
+    metadata = {"doc": doc, "derived": derive is not None, "derive": derive}
     if type(default).__hash__ is None or dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def run_steps(config: dict[str, Any], spec: Any) -> int:
+    """A `derive` hook: the run's number of updates (--steps), e.g. for a schedule's length."""
+    return int(config["steps"])
+
+
+def derived_values(config_class: type, config: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """The keys `config_class` derives (`option(derive=...)`), from the run settings in
+    `config` and the run's `DatasetSpec`."""
+    return {
+        field.name: field.metadata["derive"](config, spec)
+        for field in dataclasses.fields(config_class)
+        if field.metadata.get("derive") is not None
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +148,7 @@ def format_value(value: Any) -> str:
 
 
 def help_line(key: KeyDoc) -> str:
-    """`--key TYPE (default D): doc`, with `derived` for keys the training loop sets."""
+    """`--key TYPE (default D): doc`, with `derived` for keys computed from the run (`option(derive=...)`)."""
     derived = ", derived" if key.derived else ""
     return f"  --{key.key} {key.type} (default {format_value(key.default)}{derived}): {key.doc}"
 
@@ -354,11 +371,8 @@ def base_config(agent_defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 def agent_config(config: dict[str, Any], agent_defaults: dict[str, Any]) -> dict[str, Any]:
-    """The agent's hyperparameters out of the resolved config, plus the run length."""
-    values = {key: config[key] for key in agent_defaults}
-    if "max_steps" in values:
-        values["max_steps"] = config["steps"]
-    return values
+    """The agent's hyperparameters out of an experiment's config (derived keys included)."""
+    return {key: config[key] for key in agent_defaults}
 
 
 def to_json(config: dict[str, Any]) -> str:

@@ -55,7 +55,6 @@ def make_online_env(env_id: str, **kwargs: Any) -> gym.Env:
 class EnvInfo:
     observation_dim: int
     action_dim: int
-    num_actions: int  # n for Discrete(n), 0 for Box
     max_episode_steps: int
 
 
@@ -79,15 +78,15 @@ def probe_env(spec: DatasetSpec) -> EnvInfo:
     finally:
         env.close()
     if isinstance(action_space, spaces.Discrete):
-        action_dim, num_actions = 1, int(action_space.n)
+        action_dim = 1
     elif isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        action_dim, num_actions = int(action_space.shape[0]), 0
+        action_dim = int(action_space.shape[0])
     else:
         raise cfg.ConfigError(f"env {spec.name!r} has action space {action_space}; online agents support Discrete and 1-D Box")
     if not max_steps:
         # Batches have a fixed size (episodes_per_update x the longest possible episode).
         raise cfg.ConfigError(f"env {spec.name!r} has no time limit; online collection needs one (register it with max_episode_steps)")
-    return EnvInfo(observation_dim, action_dim, num_actions, int(max_steps))
+    return EnvInfo(observation_dim, action_dim, int(max_steps))
 
 
 def example_batch(spec: DatasetSpec) -> dict[str, np.ndarray]:
@@ -99,14 +98,13 @@ def example_batch(spec: DatasetSpec) -> dict[str, np.ndarray]:
     }
 
 
-def online_spec(config: dict[str, Any]) -> tuple[DatasetSpec, EnvInfo]:
-    """The env an online agent's config names, and what the agent needs to know about it."""
+def online_spec(config: dict[str, Any]) -> DatasetSpec:
+    """The env an online agent's config names."""
     if not config.get("env"):
         raise cfg.ConfigError(f"agent {config['agent']!r} is online: give a gymnasium id with --env (e.g. CartPole-v1)")
     if config.get("dataset"):
         raise cfg.ConfigError(f"agent {config['agent']!r} is online and collects its own data; give --env instead of --dataset")
-    spec = env_spec(config["env"])
-    return spec, probe_env(spec)
+    return env_spec(config["env"])
 
 
 def episode_rows(episodes: dict[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents import get_agent
+from agents import agent_config_class, get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
@@ -342,18 +342,18 @@ def _data_family(dataset: str, d4rl_reward: str) -> str:
 
 
 def build_experiment(config: dict[str, Any]) -> Experiment:
-    """The agent and its data: an offline agent's dataset (loaded, or built on first use), an
-    online agent's env."""
+    """The agent and its data (an offline agent's dataset, loaded or built on first use; an
+    online agent's env), the agent's derived keys computed from them."""
     from offrl.data import load_dataset
 
     agent_cls, agent_defaults = get_agent(config["agent"])
     if getattr(agent_cls, "online", False):
-        spec, env_info = online_spec(config)
-        # `num_actions` comes from the env, not the user.
-        return Experiment({**config, "num_actions": env_info.num_actions}, agent_cls, agent_defaults, spec, transitions=None)
-    # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
-    d4rl_reward = config.get("d4rl_reward", "auto")
-    transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward)
+        transitions, spec = None, online_spec(config)
+    else:
+        # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
+        d4rl_reward = config.get("d4rl_reward", "auto")
+        transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward)
+    config = {**config, **cfg.derived_values(agent_config_class(config["agent"]), config, spec)}
     return Experiment(config, agent_cls, agent_defaults, spec, transitions)
 
 
@@ -381,17 +381,19 @@ def boundaries(total: int, *intervals: int) -> list[int]:
     return sorted(points)
 
 
-def resumed_from(checkpointer: ckpt.Checkpointer, step: int, steps: int, agent_defaults: dict[str, Any]) -> dict[str, float]:
-    """Say what a resume from `step` to `steps` updates changes, and return the run's
-    time up to `step` as its checkpoint recorded it."""
+def resumed_from(checkpointer: ckpt.Checkpointer, step: int, config: dict[str, Any], spec: DatasetSpec) -> dict[str, float]:
+    """Say what a resume from `step` to `config["steps"]` updates changes (the steps, and any
+    derived agent key they change), and return the run's time up to `step` as its checkpoint
+    recorded it."""
     meta = ckpt.read_meta(checkpointer.directory, step)
-    before = int(meta["config"]["steps"])
+    steps, before = int(config["steps"]), int(meta["config"]["steps"])
     print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
-    if steps != before and "max_steps" in agent_defaults:
-        print(
-            f"offrl: max_steps (the length of the agent's learning-rate schedules) is now {steps}, not {before}: from "
-            f"step {step} on, this run differs from a {steps}-step run trained from scratch"
-        )
+    for key, value in cfg.derived_values(agent_config_class(config["agent"]), meta["config"], spec).items():
+        if value != config[key]:
+            print(
+                f"offrl: {key} is now {config[key]}, not {value}: from step {step} on, this run differs from one "
+                f"trained from scratch with {key} {config[key]}"
+            )
     return dict(meta.get("timing") or {})
 
 
@@ -446,7 +448,7 @@ def run(
             stack.enter_context(contextlib.closing(ckpt.Checkpointer(member.directory, keep=config["keep_checkpoints"], meta=meta)))
             for member, meta in zip(members, member_metas(config, members, source, experiment.spec))
         ]
-        states, prior = restored_states(states, checkpointers, members, steps, experiment.agent_defaults) if resume else (states, {})
+        states, prior = restored_states(states, checkpointers, members, experiment) if resume else (states, {})
         state = shard_seeds(stack_states(states))
         loggers = [stack.enter_context(contextlib.closing(RunLogger(member.directory, member.config, resume=resume, concurrent=len(members) > 1)))
                    for member in members]
@@ -525,7 +527,7 @@ def member_metas(config: dict[str, Any], members: list[Member], source: DataSour
 
 
 def restored_states(
-    states: list[LoopState], checkpointers: list[ckpt.Checkpointer], members: list[Member], steps: int, agent_defaults: dict[str, Any]
+    states: list[LoopState], checkpointers: list[ckpt.Checkpointer], members: list[Member], experiment: Experiment
 ) -> tuple[list[LoopState], dict[str, float]]:
     """Each member's state at the latest step all members saved (members save together; a kill
     between two saves leaves the older step in every one), with the hyperparameters of the
@@ -535,7 +537,7 @@ def restored_states(
     prior: dict[str, float] = {}
     if restored:
         states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
-        prior = resumed_from(checkpointers[0], restored, steps, agent_defaults)
+        prior = resumed_from(checkpointers[0], restored, experiment.config, experiment.spec)
     for member in members:
         cut_metrics(member.directory, restored)
     return states, prior
@@ -661,6 +663,7 @@ def experiment_from_meta(meta: dict[str, Any], run_dir: Path) -> Experiment:
     spec = ckpt.spec_from_record(meta["env"])
     if spec is None:  # an env not storable as JSON: rebuilt from the dataset, as before
         return replace(build_experiment(config), config=config)
+    config = {**config, **cfg.derived_values(agent_config_class(meta["agent"]), config, spec)}
     return Experiment(config, agent_cls, agent_defaults, spec, transitions=None)
 
 

@@ -58,7 +58,7 @@ def test_schedule_length_change_is_announced(small_umaze_id, tmp_path, capsys):
     run(tiny_config(small_umaze_id, run_dir, steps=100, **{**SETTINGS, "actor_lr_schedule": "cosine"}), progress=False)
     capsys.readouterr()
     run(resolve_config({"resume": str(run_dir), "steps": 200}), progress=False)
-    assert "max_steps (the length of the agent's learning-rate schedules) is now 200, not 100" in capsys.readouterr().out
+    assert "max_steps is now 200, not 100" in capsys.readouterr().out
 
 
 def test_killed_run_keeps_one_row_per_step_and_the_whole_time(small_umaze_id, tmp_path):
