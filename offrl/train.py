@@ -435,25 +435,26 @@ def run(
     """
     resume = bool(config.get("resume"))
     experiment = build_experiment(run_config(config))
-    config = experiment.config
+    config, spec = experiment.config, experiment.spec
     steps = int(config["steps"])
     eval_interval = int(config["eval_interval"] or max(1, math.ceil(steps / 10)))
     checkpoint_interval = int(config["checkpoint_interval"] or eval_interval)
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(contextlib.closing(data_source(experiment, transitions)))
+        def closed_at_exit(resource: Any) -> Any:
+            return stack.enter_context(contextlib.closing(resource))
+
+        source = closed_at_exit(data_source(experiment, transitions))
         grid = check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)
         states = initial_states(experiment, source, grid)  # before any write: a rejected config leaves no run directory
         members = start_run_dir(config, source, grid)
-        checkpointers = [
-            stack.enter_context(contextlib.closing(ckpt.Checkpointer(member.directory, keep=config["keep_checkpoints"], meta=meta)))
-            for member, meta in zip(members, member_metas(config, members, source, experiment.spec))
-        ]
+        keep = config["keep_checkpoints"]
+        metas = member_metas(config, members, source, spec)
+        checkpointers = [closed_at_exit(ckpt.Checkpointer(m.directory, keep, meta)) for m, meta in zip(members, metas)]
         states, prior = restored_states(states, checkpointers, members, experiment) if resume else (states, {})
         state = shard_seeds(stack_states(states))
-        loggers = [stack.enter_context(contextlib.closing(RunLogger(member.directory, member.config, resume=resume, concurrent=len(members) > 1)))
-                   for member in members]
-        evaluate = stack.enter_context(contextlib.closing(Evaluation(config, experiment.spec, members, loggers, source.reference_actions)))
-        bar = stack.enter_context(contextlib.closing(tqdm(total=steps, initial=int(state.step[0]), disable=not progress, unit="upd", dynamic_ncols=True)))
+        loggers = [closed_at_exit(RunLogger(m.directory, m.config, resume=resume, concurrent=len(members) > 1)) for m in members]
+        evaluate = closed_at_exit(Evaluation(config, spec, members, loggers, source.reference_actions))
+        bar = closed_at_exit(tqdm(total=steps, initial=int(state.step[0]), disable=not progress, unit="upd", dynamic_ncols=True))
         clock, last_eval = Clock(prior), None
         for boundary in boundaries(steps, source.updates_per_call, eval_interval, checkpoint_interval):
             step = int(state.step[0])
@@ -483,7 +484,8 @@ def run(
                 return {}
         if last_eval is None or int(state.step[0]) != steps:
             last_eval = evaluate(state, steps)
-        return write_summaries(config, members, loggers, last_eval, {**summary_timing(steps, clock.timing()), **source.summary(steps)}, grid)
+        timing = summary_timing(steps, clock.timing())
+        return write_summaries(config, members, loggers, last_eval, {**timing, **source.summary(steps)}, grid)
 
 
 def run_config(config: dict[str, Any]) -> dict[str, Any]:
