@@ -137,6 +137,12 @@ class RunLogger:
         self.run.log({name: wandb.Image(str(path))}, step=step)
         return path
 
+    def log_video(self, name: str, path: Path, step: int) -> None:
+        """Log a recorded episode (a GIF or MP4 file, `offrl.video.record_episode`) as a W&B video."""
+        import wandb
+
+        self.run.log({name: wandb.Video(str(path))}, step=step)
+
     def summary(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
             self.run.summary[key] = _to_python(value)

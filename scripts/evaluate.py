@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy/mean action")
     parser.add_argument("--json", type=Path, default=None, help="write the metrics to this file")
-    parser.add_argument("--video", nargs="?", const="", default=None, help="render one episode to FILE (.mp4 or .gif)")
+    parser.add_argument("--video", nargs="?", const="", default=None,
+                        help="render one episode to FILE (.mp4 or .gif); also logged to W&B unless disabled")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="disabled", choices=["online", "offline", "disabled"])
     task = parser.add_mutually_exclusive_group()
     task.add_argument("--goal", type=parse_goal, default=None, help="fb: z = B(goal); write --goal=-1,1 for a negative first value")
@@ -119,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+    video = None
     if args.video is not None:
         from offrl.video import record_episode
 
         target = Path(args.video) if args.video else Path(config["run_dir"]) / f"episode_{step}.mp4"
         policy = make_policy(state.agent, state.obs_mean, state.obs_std, deterministic)
-        print(f"offrl: video -> {record_episode(experiment.spec, policy, target, seed)}")
+        video = record_episode(experiment.spec, policy, target, seed)
+        print(f"offrl: video -> {video}")
     figure = None
     if args.value_map is not None:
         from agents.fb_tasks import evaluation_value_map, value_landscape_figure
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.log({f"evaluate/{k}": v for k, v in metrics.items()}, step=step)
         if figure is not None:
             logger.log_figure("evaluate/value_map", figure, step)
+        if video is not None:
+            logger.log_video("evaluate/video", video, step)
         logger.close()
     return 0
 
