@@ -51,6 +51,7 @@ def run_episodes(
     key: jax.Array,
     seed: int | list[int],
     record_transitions: bool = True,
+    frames: list[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Exactly one episode per sub-environment.
 
@@ -65,8 +66,10 @@ def run_episodes(
     `np.argsort(env_ids, kind="stable")` puts them in episode order. Scoring alone passes
     `record_transitions=False`: then only the actions and env ids come back, and the
     sub-envs of a plain vector env are stepped directly (faster, the same results).
+    `frames`, when given, receives the first sub-env's rendered frame before each step of its
+    episode (envs made with `render=True`): the video of an evaluation episode.
     """
-    if not record_transitions:
+    if not record_transitions and frames is None:
         direct = _flat_sync_envs(envs)
         if direct is not None:
             return _score_sub_envs(*direct, policy, key, seed)
@@ -82,6 +85,8 @@ def run_episodes(
         name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
     }
     while active.any():
+        if frames is not None and active[0]:
+            frames.append(envs.render()[0])
         key, step_key = split_key(key)
         actions = np.asarray(policy(np.asarray(observations, np.float32), step_key))
         env_actions = actions[:, 0].astype(np.int64) if discrete else actions

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 # EGL renders without a display (Mesa on CPU, the NVIDIA driver on GPU machines).
@@ -15,10 +14,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def record_episode(spec: Any, policy: Callable, path: Path, seed: int, fps: int = 30) -> Path:
+    """One episode of `policy` in the evaluation env of `spec`, rendered to `path`: the
+    evaluation's own episode loop (`offrl.evaluation.run_episodes`) on one env, so the video
+    shows the episode an evaluation with `seed` runs in its first env."""
     import imageio.v2 as imageio
-    import gymnasium as gym
 
-    from offrl.envs import flatten_observation
+    from offrl.envs import make_eval_vector_env
+    from offrl.evaluation import run_episodes
 
     path = Path(path)
     if path.suffix.lower() == ".mp4":
@@ -27,24 +29,12 @@ def record_episode(spec: Any, policy: Callable, path: Path, seed: int, fps: int 
         except ImportError:
             path = path.with_suffix(".gif")
             print("offrl: imageio-ffmpeg is not installed, writing a GIF instead (pip install imageio-ffmpeg for MP4)")
-    env = spec.env_factory(render_mode="rgb_array")
-    frames = []
+    envs = make_eval_vector_env(spec, 1, seed, render=True)
+    frames: list[np.ndarray] = []
     try:
-        observation, _ = env.reset(seed=seed)
-        key = jax.random.PRNGKey(seed)
-        done = False
-        while not done:
-            frames.append(env.render())
-            # The policy takes a batch, as in evaluation: a batch of one.
-            flat = flatten_observation(env.observation_space, observation)[None]
-            key, step_key = jax.random.split(key)
-            action = np.asarray(policy(jnp.asarray(flat, jnp.float32), step_key))[0]
-            if isinstance(env.action_space, gym.spaces.Discrete):
-                action = int(action[0])
-            observation, _, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
+        run_episodes(envs, policy, jax.random.PRNGKey(seed), seed, record_transitions=False, frames=frames)
     finally:
-        env.close()
+        envs.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".gif":
         imageio.mimsave(path, frames, duration=1000 / fps, loop=0)

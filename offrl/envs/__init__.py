@@ -77,7 +77,7 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-def make_eval_vector_env(spec: DatasetSpec | str, num_envs: int, seed: int) -> VectorEnv:
+def make_eval_vector_env(spec: DatasetSpec | str, num_envs: int, seed: int, render: bool = False) -> VectorEnv:
     """`num_envs` copies of the dataset's evaluation env, stepping together, with flat float32 observations.
 
     `spec` is a `DatasetSpec` (its `env_factory` builds one env) or a gymnasium id.
@@ -88,7 +88,8 @@ def make_eval_vector_env(spec: DatasetSpec | str, num_envs: int, seed: int) -> V
     action, reward 0), so an evaluation loop counts each sub-env's first episode and masks it
     afterwards (`offrl.evaluation.run_episodes` does this). SAME_STEP is not usable because
     gymnasium's vector observation wrappers refuse it. The envs are reset once with `seed` here, so later
-    `reset()` calls without a seed give fresh but reproducible start states.
+    `reset()` calls without a seed give fresh but reproducible start states. With `render`
+    the envs render RGB frames (`envs.render()`, for videos).
     """
     if isinstance(spec, str):
         factory: Callable[..., gym.Env] = functools.partial(make_env, spec)
@@ -99,6 +100,8 @@ def make_eval_vector_env(spec: DatasetSpec | str, num_envs: int, seed: int) -> V
         )
     else:
         factory = spec.env_factory
+    if render:
+        factory = functools.partial(factory, render_mode="rgb_array")
     envs = SyncVectorEnv([factory for _ in range(num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
     single_space = envs.single_observation_space
     flat_space = spaces.Box(-np.inf, np.inf, (flat_dim(single_space),), np.float32)
