@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=NETWORK_CONFIG["hidden_dim"], help="F's and B's hidden and feature width")
     parser.add_argument("--bilinear-rank", type=int, default=DEFAULT_CONFIG["bilinear_rank"],
                         help="width of the bilinear F's elementwise product (its precision in z)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="cosine: Adam's rate decays to 0 over --updates (checkpoints before the end see a partly decayed rate)")
+    parser.add_argument("--batch-size", type=int, default=NETWORK_CONFIG["batch_size"])
     parser.add_argument("--seed", type=int, default=0, help="network initialisation and batches (the data stays seed 0)")
     args = parser.parse_args(argv)
     if args.updates % args.every:
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--gamma must be a number or 'horizon', got {args.gamma!r}")
     config = {**NETWORK_CONFIG, "gamma": gamma, "forward_arch": args.forward_arch, "mix_ratio": args.mix_ratio, "z_dim": args.z_dim,
               "hidden_dim": args.width, "feature_dim": args.width, "backward_hidden_dim": args.width,
-              "bilinear_rank": args.bilinear_rank}
+              "bilinear_rank": args.bilinear_rank, "lr_schedule": args.lr_schedule, "max_steps": args.updates,
+              "batch_size": args.batch_size}
     buffer = ReplayBuffer.from_transitions(collect_uniform_dataset(env, num_steps=50_000, seed=0))
     start = time.perf_counter()
     network = network_checkpoints(env, buffer, args.updates, args.every, config, args.seed)
@@ -192,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     table_seconds = time.perf_counter() - start - network_seconds
     print(f"{args.layout} ({env.num_states} cells, diameter {diameter}) goal reaching, z = B(goal), within 1.5x the "
           f"shortest path (target 0.95); {args.forward_arch} F, gamma {gamma:.4f}, mix_ratio {args.mix_ratio}, "
-          f"d={args.z_dim}, width {args.width}, rank {args.bilinear_rank}, seed {args.seed}; "
+          f"d={args.z_dim}, width {args.width}, rank {args.bilinear_rank}, batch {args.batch_size}, "
+          f"{args.lr_schedule} learning rate, seed {args.seed}; "
           f"network {network_seconds:.0f} s, table {table_seconds:.0f} s")
     bands = [key for key in network[0] if key != "all"]
     print("| updates | network F (agents/fb.py) | " + " | ".join(f"{band} moves" for band in bands)

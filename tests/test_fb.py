@@ -151,6 +151,30 @@ def test_target_action_and_heads_options():
         FBAgent.create({**config, "target_heads": "max"}, batch, jax.random.PRNGKey(0))
 
 
+def test_cosine_learning_rate_stops_updates_after_max_steps():
+    """lr_schedule "cosine": F and B move during the first max_steps updates and not after
+    (the rate has decayed to 0); "constant" keeps moving them."""
+    env = GridWorld(TWO_ROOMS)
+    buffer = ReplayBuffer.from_transitions(collect_uniform_dataset(env, num_steps=500, seed=0))
+    batch = buffer.sample(jax.random.PRNGKey(1), 16)
+    config = {"discrete_actions": 4, "z_dim": 8, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "batch_size": 16,
+              "learning_rate": 1e-2, "max_steps": 3}
+    update = jax.jit(FBAgent.update)
+    for schedule, moves_after in [("cosine", False), ("constant", True)]:
+        agent = FBAgent.create({**config, "lr_schedule": schedule}, batch, jax.random.PRNGKey(0))
+        first = agent.forward.params
+        for _ in range(3):
+            agent, _ = update(agent, batch)
+        at_max_steps = agent.forward.params
+        for _ in range(2):
+            agent, _ = update(agent, batch)
+        leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+        assert not np.allclose(leaves(first), leaves(at_max_steps))
+        assert np.allclose(leaves(at_max_steps), leaves(agent.forward.params), rtol=0, atol=0) != moves_after, schedule
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        FBAgent.create({**config, "lr_schedule": "linear"}, batch, jax.random.PRNGKey(0))
+
+
 @pytest.mark.parametrize("discrete", [4, None])
 def test_bilinear_forward_is_affine_in_z(discrete):
     """F(s, a, z) = U (phi(s, a) * V z) + c: F(2z) - F(0) = 2 (F(z) - F(0)) for every head and action."""
