@@ -4,7 +4,7 @@
     python benchmarks/fb_gridworld.py --layout corridor --forward-arch bilinear --gamma horizon --no-table
 
 `--layout` picks four-rooms (default) or one of the corridor mazes of issue 23
-(`offrl/envs/gridworld.py`); `--gamma horizon` takes gamma = 1 - 1 / diameter
+(`offrl/envs/gridworld.py`); `--gamma horizon` takes gamma = 1 - 2 / (diameter + 1)
 (`horizon_gamma`), a number sets it. Success is printed overall and by shortest-path band
 (1-10, 11-20, 21-30, 31+ moves) at every checkpoint.
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-table", action="store_true", help="skip the table-F run")
     parser.add_argument("--forward-arch", choices=("concat", "bilinear"), default="concat")
     parser.add_argument("--gamma", default=str(DEFAULT_CONFIG["gamma"]),
-                        help="a number, or 'horizon' for 1 - 1 / diameter of the layout")
+                        help="a number, or 'horizon' for 1 - 2 / (diameter + 1) of the layout (horizon_gamma)")
     parser.add_argument("--mix-ratio", type=float, default=DEFAULT_CONFIG["mix_ratio"])
     parser.add_argument("--z-dim", type=int, default=NETWORK_CONFIG["z_dim"])
     parser.add_argument("--width", type=int, default=NETWORK_CONFIG["hidden_dim"], help="F's and B's hidden and feature width")
