@@ -109,6 +109,10 @@ class FBConfig:
     z_dim: int = option(50, "dimension d of the task vectors z and of B's output")
     batch_size: int = option(1024, "dataset transitions per update")
     learning_rate: float = option(1e-4, "Adam step size of F, B and the actor")
+    lr_schedule: str = option(
+        "constant", "constant | cosine: the learning rate decays to 0 over max_steps, so late updates stop moving F"
+    )
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
     tau: float = option(0.01, "Polyak rate of the target F and B")
     gamma: float = option(0.98, "discount of the successor measure")
     hidden_dim: int = option(256, "width of F's and the actor's MLPs; the paper uses 1024; 256 keeps CPU runs practical")
@@ -150,6 +154,7 @@ CHOICES = {
     "target_heads": ("min", "mean"),
     "forward_arch": ("concat", "bilinear"),
     "eval_task": ("rewards", "stored"),
+    "lr_schedule": ("constant", "cosine"),
 }
 
 Batch = dict[str, jax.Array]
@@ -400,7 +405,8 @@ class FBAgent(flax.struct.PyTreeNode):
         backward_params = backward_def.init(backward_key, goal_inputs(observations, config))["params"]
 
         def make_state(module: nn.Module, params: Any) -> TrainState:
-            return TrainState.create(apply_fn=module.apply, params=params, tx=adam_optimizer(learning_rate))
+            tx = adam_optimizer(learning_rate, config["lr_schedule"], config["max_steps"])
+            return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
         actor = None
         if not discrete:

@@ -4,7 +4,7 @@
     python benchmarks/fb_gridworld.py --layout corridor --forward-arch bilinear --gamma horizon --no-table
 
 `--layout` picks four-rooms (default) or one of the corridor mazes of issue 23
-(`offrl/envs/gridworld.py`); `--gamma horizon` takes gamma = 1 - 1 / diameter
+(`offrl/envs/gridworld.py`); `--gamma horizon` takes gamma = 1 - 2 / (diameter + 1)
 (`horizon_gamma`), a number sets it. Success is printed overall and by shortest-path band
 (1-10, 11-20, 21-30, 31+ moves) at every checkpoint.
 
@@ -162,12 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-table", action="store_true", help="skip the table-F run")
     parser.add_argument("--forward-arch", choices=("concat", "bilinear"), default="concat")
     parser.add_argument("--gamma", default=str(DEFAULT_CONFIG["gamma"]),
-                        help="a number, or 'horizon' for 1 - 1 / diameter of the layout")
+                        help="a number, or 'horizon' for 1 - 2 / (diameter + 1) of the layout (horizon_gamma)")
     parser.add_argument("--mix-ratio", type=float, default=DEFAULT_CONFIG["mix_ratio"])
     parser.add_argument("--z-dim", type=int, default=NETWORK_CONFIG["z_dim"])
     parser.add_argument("--width", type=int, default=NETWORK_CONFIG["hidden_dim"], help="F's and B's hidden and feature width")
     parser.add_argument("--bilinear-rank", type=int, default=DEFAULT_CONFIG["bilinear_rank"],
                         help="width of the bilinear F's elementwise product (its precision in z)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="cosine: Adam's rate decays to 0 over --updates (checkpoints before the end see a partly decayed rate)")
+    parser.add_argument("--batch-size", type=int, default=NETWORK_CONFIG["batch_size"])
     parser.add_argument("--seed", type=int, default=0, help="network initialisation and batches (the data stays seed 0)")
     args = parser.parse_args(argv)
     if args.updates % args.every:
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--gamma must be a number or 'horizon', got {args.gamma!r}")
     config = {**NETWORK_CONFIG, "gamma": gamma, "forward_arch": args.forward_arch, "mix_ratio": args.mix_ratio, "z_dim": args.z_dim,
               "hidden_dim": args.width, "feature_dim": args.width, "backward_hidden_dim": args.width,
-              "bilinear_rank": args.bilinear_rank}
+              "bilinear_rank": args.bilinear_rank, "lr_schedule": args.lr_schedule, "max_steps": args.updates,
+              "batch_size": args.batch_size}
     buffer = ReplayBuffer.from_transitions(collect_uniform_dataset(env, num_steps=50_000, seed=0))
     start = time.perf_counter()
     network = network_checkpoints(env, buffer, args.updates, args.every, config, args.seed)
@@ -192,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     table_seconds = time.perf_counter() - start - network_seconds
     print(f"{args.layout} ({env.num_states} cells, diameter {diameter}) goal reaching, z = B(goal), within 1.5x the "
           f"shortest path (target 0.95); {args.forward_arch} F, gamma {gamma:.4f}, mix_ratio {args.mix_ratio}, "
-          f"d={args.z_dim}, width {args.width}, rank {args.bilinear_rank}, seed {args.seed}; "
+          f"d={args.z_dim}, width {args.width}, rank {args.bilinear_rank}, batch {args.batch_size}, "
+          f"{args.lr_schedule} learning rate, seed {args.seed}; "
           f"network {network_seconds:.0f} s, table {table_seconds:.0f} s")
     bands = [key for key in network[0] if key != "all"]
     print("| updates | network F (agents/fb.py) | " + " | ".join(f"{band} moves" for band in bands)

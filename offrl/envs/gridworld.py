@@ -205,14 +205,21 @@ class GridWorld(gym.Env):
 
 
 def horizon_gamma(diameter: int) -> float:
-    """The discount whose horizon 1 / (1 - gamma) equals the layout's diameter (its longest
-    shortest path): gamma = 1 - 1 / diameter, so the farthest goal keeps gamma^diameter
-    >= about e^-1 of its value. Four-rooms (diameter 20) gives 0.95, where FB's bilinear F
-    meets its target; a longer gamma shrinks the action gaps, which are 1 - gamma of the
-    value, and a shorter one buries far goals under F's error (docs/fb_corridors.md)."""
+    """The discount for greedy goal reaching on a layout whose longest shortest path is
+    `diameter` moves: gamma = 1 - 2 / (diameter + 1), a horizon 1 / (1 - gamma) of half the
+    diameter (plus a half).
+
+    Why: a greedy step toward a goal k moves away needs F's error below the gap between the
+    move along the path and a move away, gamma^(k-1) (1 - gamma^2) in units of one visit
+    of the goal, and F's error grows with the size of the measure it regresses, about
+    1 / (1 - gamma). The gap relative to that size, gamma^(k-1) (1 - gamma^2) (1 - gamma),
+    is largest within 0.003 of gamma = 1 - 2 / (k + 1) for k >= 20 (0.0004 at 54); the
+    farthest goal (k = diameter) sets the rule. A shorter horizon also lets the bootstrapped
+    targets converge sooner (their lag decays as exp(-updates * tau * (1 - gamma))). On the
+    corridor mazes it beats the horizon of the full diameter (docs/fb_corridors.md)."""
     if diameter < 2:
         raise ValueError(f"diameter must be at least 2 moves, got {diameter}")
-    return 1.0 - 1.0 / diameter
+    return 1.0 - 2.0 / (diameter + 1)
 
 
 def goal_reaching_outcomes(env: GridWorld, policies: np.ndarray, slack: float = 1.5) -> np.ndarray:
