@@ -95,7 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from offrl.config import option
+from offrl.config import option, run_steps
 from offrl.networks import adam_optimizer, default_init, polyak_update
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class FBConfig:
     lr_schedule: str = option(
         "constant", "constant | cosine: the learning rate decays to 0 over max_steps, so late updates stop moving F"
     )
-    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derived=True)
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
     tau: float = option(0.01, "Polyak rate of the target F and B")
     gamma: float = option(0.98, "discount of the successor measure")
     hidden_dim: int = option(256, "width of F's and the actor's MLPs; the paper uses 1024; 256 keeps CPU runs practical")
