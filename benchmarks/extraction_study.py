@@ -137,7 +137,7 @@ class StudySettings:
         quick = dict(families="maze2d,pointmaze", mazes="umaze", noises="0.0,1.0", methods=",".join(METHOD_BY_KEY),
                      seeds=2, steps=3000, hidden_dims="128,128", dataset_steps=100_000, eval_episodes=20)
         full = dict(families="maze2d,pointmaze", mazes="umaze", noises="0.0,0.5,1.0", methods=",".join(METHOD_BY_KEY),
-                    seeds=3, steps=30_000, hidden_dims="128,128", dataset_steps=None, eval_episodes=30)
+                    seeds=3, steps=5000, hidden_dims="128,128", dataset_steps=None, eval_episodes=20)
         defaults = quick if args.quick else full
         pick = {name: getattr(args, name) if getattr(args, name) is not None else value
                 for name, value in defaults.items()}
