@@ -171,7 +171,10 @@ class StudySettings:
         return maze_dataset_id(family, maze, noise, self.dataset_steps)
 
     def datasets(self) -> list[tuple[str, str, float]]:
-        return [(family, maze, noise) for family in self.families for maze in self.mazes for noise in self.noises]
+        """In the order they train: family by family, and within a maze the narrowest and densest
+        noise levels first, since the coverage claims need those two; the middle levels refine."""
+        extremes = sorted(self.noises, key=lambda noise: (noise not in (min(self.noises), max(self.noises)), noise))
+        return [(family, maze, noise) for family in self.families for maze in self.mazes for noise in extremes]
 
     def budget(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.BUDGET_KEYS}
@@ -678,6 +681,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="updates between evaluations, the learning curves' points (default steps / 10)")
     parser.add_argument("--workers", type=int, default=1,
                         help="runs at a time (default 1: one run already uses every core for its seeds)")
+    parser.add_argument("--finished-only", dest="finished_only", action="store_true",
+                        help="train nothing: analyse the processes that have finished and name the missing ones")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="disabled", choices=["online", "offline", "disabled"])
     return parser.parse_args(argv)
 
@@ -694,23 +699,33 @@ def main(argv: list[str] | None = None) -> int:
     sets = study_sets(settings)
     specs = study_specs(settings, out)
     print(f"extraction study: {len(specs)} processes x {settings.seeds} seeds, {settings.steps} updates -> {out}", flush=True)
-    sw.prepare_datasets(specs, sets, workers=args.workers)
+    if not args.finished_only:
+        sw.prepare_datasets(specs, sets, workers=args.workers)
 
     def progress(result: sw.RunResult, done: int, total: int) -> None:
         detail = f"{result.seconds:.0f} s" if result.status == "finished" and result.seconds else result.error
         print(f"[{done}/{total}] {result.status} ({result.started}) {result.spec.name}: {detail}", flush=True)
 
-    runner = sw.SweepRunner(sweep, out, workers=args.workers, sets=sets, wandb_mode=args.wandb_mode, on_result=progress)
-    run_results = runner.run(specs)
-    failed = [r for r in run_results if r.status != "finished"]
-    if failed:
-        raise sw.SweepError(f"{len(failed)} of {len(run_results)} runs failed: "
-                            + "; ".join(f"{r.spec.name}: {r.error}" for r in failed))
+    if args.finished_only:
+        missing = [spec.name for spec in specs if sw.read_summary(spec.run_dir) is None]
+        if missing:
+            print(f"extraction study: not finished, left out of the analysis: {', '.join(missing)}", flush=True)
+    else:
+        runner = sw.SweepRunner(sweep, out, workers=args.workers, sets=sets, wandb_mode=args.wandb_mode, on_result=progress)
+        run_results = runner.run(specs)
+        failed = [r for r in run_results if r.status != "finished"]
+        if failed:
+            raise sw.SweepError(f"{len(failed)} of {len(run_results)} runs failed: "
+                                + "; ".join(f"{r.spec.name}: {r.error}" for r in failed))
+        missing = []
 
     results = []
-    for family, maze, noise in settings.datasets():
+    for family, maze, noise in sorted(settings.datasets(), key=lambda d: (settings.families.index(d[0]),
+                                                                          settings.mazes.index(d[1]), d[2])):
         pools = None
         for key in settings.methods:
+            if process_name(family, maze, noise, METHOD_BY_KEY[key].process) in missing:
+                continue
             name = {"family": family, "maze": maze, "noise": noise, "method": key}
             if cell_path(out, name).is_file() and extras_path(out, name).is_file():
                 with np.load(extras_path(out, name)) as arrays:
@@ -732,12 +747,15 @@ def main(argv: list[str] | None = None) -> int:
     table = write_tables(cells, out)
     claims_text = write_claims(cells, out)
     figures = {"score_vs_coverage.png": plot_score_vs_coverage(cells)}
-    reference_noise = 0.5 if 0.5 in settings.noises else settings.noises[-1]
     for family in settings.families:
         for maze in settings.mazes:
+            analysed = sorted({c["noise"] for c in cells if (c["family"], c["maze"]) == (family, maze)})
+            if not analysed:
+                continue
             suffix = family if maze == "umaze" else f"{family}_{maze}"
             figures[f"curves_{suffix}.png"] = plot_curves(results, family, maze)
-            figures[f"actions_{suffix}.png"] = plot_actions(results, family, maze, reference_noise)
+            # The D4RL-style data (noise 0.5) is the question's reference figure.
+            figures[f"actions_{suffix}.png"] = plot_actions(results, family, maze, 0.5 if 0.5 in analysed else analysed[-1])
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
     print(table)
