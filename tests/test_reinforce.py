@@ -170,6 +170,22 @@ def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_log_std_init_sets_the_initial_gaussian_std():
+    """Continuous actions start with std exp(log_std_init) on every state, and it is a
+    parameter the policy gradient moves; a Discrete policy has no std to set."""
+    from agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
+
+    observations = jnp.array([[0.0, 0.1, -0.2, 0.3], [1.0, -1.0, 0.5, 0.0]])
+    batch = {"observations": observations, "actions": jnp.zeros((2, 1))}
+    for log_std in (0.0, -1.0):
+        agent = ReinforceAgent.create({**DEFAULT_CONFIG, "log_std_init": log_std}, batch, jax.random.PRNGKey(0))
+        std = agent.actor.apply_fn({"params": agent.actor.params}, observations).stddev()
+        np.testing.assert_allclose(std, np.exp(log_std), rtol=1e-6)
+        assert agent.actor.params["log_stds"].shape == (1,)
+    discrete = ReinforceAgent.create({**DEFAULT_CONFIG, "num_actions": 2, "log_std_init": -1.0}, batch, jax.random.PRNGKey(0))
+    assert "log_stds" not in discrete.actor.params
+
+
 def test_online_agent_needs_an_env(capsys):
     from offrl.cli import main_guard
 
