@@ -16,7 +16,7 @@ idle machine would need, give or take the threads JAX runs in parallel).
 A (variant, seed) whose run directory already holds the result of the same config
 (`benchmark.json`, written after the run) is read back instead of trained again, so an
 interrupted benchmark continues where it stopped, and `--only with` / `--only without`
-train one variant for a later full invocation to tabulate with the other.
+runs and tabulates one variant (a later full invocation reuses its runs).
 
 Learning curves are the mean return of each update's training episodes (stochastic
 policy) against training episodes seen; the figure has one panel per variant with every
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/reinforce_baseline"))
     parser.add_argument("--figure", type=Path, default=None, help="learning-curve PNG (default OUT/learning_curves.png)")
     parser.add_argument("--only", choices=["with", "without"], default=None,
-                        help="train only this variant (with or without the baseline), no table or figure")
+                        help="only this variant (with or without the baseline): its runs, its table row and panel")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="offline", choices=["online", "offline", "disabled"])
     args, extra = parser.parse_known_args(argv)
     if args.threshold is None:
@@ -198,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         eval_episodes = runs[0][0]["episodes"]
         table.append(summarize_variant(name, runs, args.threshold))
 
-    if args.only is not None:
-        return 0
     seeds = f"seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
     title = f"REINFORCE on {args.env}, {seeds}"
     figure = plot(curves, title, args.figure or args.out / "learning_curves.png")

@@ -1,6 +1,7 @@
 """REINFORCE with baseline: returns and advantages by hand, episode collection, the exact
 short-corridor optimum, the learned baseline's cut in policy-gradient variance on CartPole,
-checkpoints through the scripts, resume, and (slow) the CartPole preset to 490."""
+checkpoints through the scripts, resume, and (slow) the CartPole preset to 490 and the
+InvertedPendulum preset to 950."""
 
 from __future__ import annotations
 
@@ -251,3 +252,15 @@ def test_cartpole_preset_reaches_490(seed, tmp_path):
     assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
     summary = run(config, progress=False)
     assert summary["return_mean"] >= 490  # wall time is reported by benchmarks/reinforce_baseline.py
+
+
+@pytest.mark.slow
+def test_inverted_pendulum_preset_reaches_950(tmp_path):
+    """The preset alone on seed 0: at most 1,000 training episodes, then 100 greedy
+    evaluation episodes at gymnasium's solved threshold (docs/reinforce.md has all 20 seeds)."""
+    config = resolve_config(
+        {"agent": "reinforce", "env": "InvertedPendulum-v5", "seed": 0, "run_dir": str(tmp_path), "wandb.mode": "disabled"}
+    )
+    assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
+    summary = run(config, progress=False)
+    assert summary["return_mean"] >= 950
