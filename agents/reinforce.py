@@ -69,6 +69,9 @@ class ReinforceConfig:
     action_squash: str = option(
         "clip", "continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)"
     )
+    log_std_init: float = option(
+        0.0, "continuous actions: initial log std of the Gaussian (state-independent, learned); 0 is std 1, half the [-1, 1] range"
+    )
     num_actions: int = option(
         0, "set from the run's env: n for Discrete(n), 0 for a Box action space", derive=env_num_actions
     )
@@ -175,11 +178,12 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         actor_lr = config["actor_lr"]
         if config["actor_lr_schedule"] == "cosine":
             actor_lr = optax.cosine_decay_schedule(actor_lr, config["max_steps"])
-        actor = TrainState.create(
-            apply_fn=actor_net.apply,
-            params=actor_net.init(actor_key, observations)["params"],
-            tx=optax.adam(actor_lr),
-        )
+        actor_params = actor_net.init(actor_key, observations)["params"]
+        if config["num_actions"] == 0:
+            # Exploration noise of std 1 in [-1, 1] is mostly clipped actions; a smaller start
+            # lets the first episodes follow the (near-zero) mean and the gradient shape it.
+            actor_params = {**actor_params, "log_stds": jnp.full_like(actor_params["log_stds"], config["log_std_init"])}
+        actor = TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=optax.adam(actor_lr))
         value = None
         if config["baseline"]:
             value_net = ValueNetwork(hidden)

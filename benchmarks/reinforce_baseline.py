@@ -1,7 +1,7 @@
 """REINFORCE with vs without the learned baseline, same budget, many seeds.
 
     python benchmarks/reinforce_baseline.py [--env CartPole-v1] [--seeds 20] [--first-seed 0]
-        [--threshold R] [--out DIR] [--figure PNG] [--wandb.mode offline]
+        [--threshold R] [--out DIR] [--figure PNG] [--only with|without] [--wandb.mode offline]
         [--key value ...]   # extra keys override the preset for both variants
 
 Each (variant, seed) is an ordinary `offrl.train.run` of the env's preset, differing only
@@ -12,6 +12,11 @@ final greedy return, the median number of training episodes until the first peri
 evaluation at the threshold, and wall and CPU seconds per seed with the 1-minute load
 average (the wall time of a shared machine is only an upper bound; CPU time is what an
 idle machine would need, give or take the threads JAX runs in parallel).
+
+A (variant, seed) whose run directory already holds the result of the same config
+(`benchmark.json`, written after the run) is read back instead of trained again, so an
+interrupted benchmark continues where it stopped, and `--only with` / `--only without`
+runs and tabulates one variant (a later full invocation reuses its runs).
 
 Learning curves are the mean return of each update's training episodes (stochastic
 policy) against training episodes seen; the figure has one panel per variant with every
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--threshold", type=float, default=None, help="greedy return that counts as solved")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/reinforce_baseline"))
     parser.add_argument("--figure", type=Path, default=None, help="learning-curve PNG (default OUT/learning_curves.png)")
+    parser.add_argument("--only", choices=["with", "without"], default=None,
+                        help="only this variant (with or without the baseline): its runs, its table row and panel")
     parser.add_argument("--wandb.mode", dest="wandb_mode", default="offline", choices=["online", "offline", "disabled"])
     args, extra = parser.parse_known_args(argv)
     if args.threshold is None:
@@ -100,18 +107,24 @@ def train_variant(
             {**overrides, "agent": "reinforce", "env": env, "seed": seed, "baseline": baseline,
              "run_dir": str(run_dir), "wandb.mode": "disabled"}
         )
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        summary = run(config, progress=False)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        summary = {
-            **summary,
-            "seed": seed,
-            "cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-            "load_average": os.getloadavg()[0],
-        }
+        record = run_dir / "benchmark.json"
+        if record.exists() and json.loads(record.read_text())["config"] == json.loads(json.dumps(config)):
+            summary, reused = json.loads(record.read_text())["summary"], " (reused)"
+        else:
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            summary = run(config, progress=False)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            summary = {
+                **summary,
+                "seed": seed,
+                "cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+                "load_average": os.getloadavg()[0],
+            }
+            record.write_text(json.dumps({"config": config, "summary": summary}, indent=2))
+            reused = ""
         runs.append((summary, run_dir))
         print(
-            f"{name}, seed {seed}: greedy return {summary['return_mean']:.1f} "
+            f"{name}{reused}, seed {seed}: greedy return {summary['return_mean']:.1f} "
             f"({summary['wall_seconds']:.0f} s wall, {summary['cpu_seconds']:.0f} s CPU, load {summary['load_average']:.1f})",
             flush=True,
         )
@@ -178,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = cfg.parse_overrides(extra)
     curves, table, eval_episodes = {}, [], None
     for name in VARIANTS:
+        if args.only is not None and name != f"{args.only} baseline":
+            continue
         runs = train_variant(name, args.env, args.seeds, args.out, overrides, args.first_seed)
         curves[name] = seed_curves([run_dir for _, run_dir in runs])
         eval_episodes = runs[0][0]["episodes"]

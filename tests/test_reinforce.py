@@ -1,6 +1,7 @@
 """REINFORCE with baseline: returns and advantages by hand, episode collection, the exact
 short-corridor optimum, the learned baseline's cut in policy-gradient variance on CartPole,
-checkpoints through the scripts, resume, and (slow) the CartPole preset to 490."""
+checkpoints through the scripts, resume, and (slow) the CartPole preset to 490 and the
+InvertedPendulum preset to 950."""
 
 from __future__ import annotations
 
@@ -170,6 +171,22 @@ def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_log_std_init_sets_the_initial_gaussian_std():
+    """Continuous actions start with std exp(log_std_init) on every state, and it is a
+    parameter the policy gradient moves; a Discrete policy has no std to set."""
+    from agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
+
+    observations = jnp.array([[0.0, 0.1, -0.2, 0.3], [1.0, -1.0, 0.5, 0.0]])
+    batch = {"observations": observations, "actions": jnp.zeros((2, 1))}
+    for log_std in (0.0, -1.0):
+        agent = ReinforceAgent.create({**DEFAULT_CONFIG, "log_std_init": log_std}, batch, jax.random.PRNGKey(0))
+        std = agent.actor.apply_fn({"params": agent.actor.params}, observations).stddev()
+        np.testing.assert_allclose(std, np.exp(log_std), rtol=1e-6)
+        assert agent.actor.params["log_stds"].shape == (1,)
+    discrete = ReinforceAgent.create({**DEFAULT_CONFIG, "num_actions": 2, "log_std_init": -1.0}, batch, jax.random.PRNGKey(0))
+    assert "log_stds" not in discrete.actor.params
+
+
 def test_online_agent_needs_an_env(capsys):
     from offrl.cli import main_guard
 
@@ -235,3 +252,15 @@ def test_cartpole_preset_reaches_490(seed, tmp_path):
     assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
     summary = run(config, progress=False)
     assert summary["return_mean"] >= 490  # wall time is reported by benchmarks/reinforce_baseline.py
+
+
+@pytest.mark.slow
+def test_inverted_pendulum_preset_reaches_950(tmp_path):
+    """The preset alone on seed 0: at most 1,000 training episodes, then 100 greedy
+    evaluation episodes at gymnasium's solved threshold (docs/reinforce.md has all 20 seeds)."""
+    config = resolve_config(
+        {"agent": "reinforce", "env": "InvertedPendulum-v5", "seed": 0, "run_dir": str(tmp_path), "wandb.mode": "disabled"}
+    )
+    assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
+    summary = run(config, progress=False)
+    assert summary["return_mean"] >= 950
