@@ -13,7 +13,13 @@ One update (what `--steps` counts for online agents) is:
      training (`offrl.loop.make_train_chunk` with the agent's `sample_batch`).
 
 Environment resets are seeded from the loop RNG, which is part of `LoopState`, so a run
-resumed from a checkpoint collects the same episodes as an uninterrupted one. Continuous
+resumed from a checkpoint collects the same episodes as an uninterrupted one.
+
+`--num-seeds K` gives each seed its own training vector env (seeded as the single run with
+that seed) and its own buffer, and steps the seeds one after the other through the same
+collection and update as a single run, so each seed of a K-seed run is exactly the run with
+that seed (tested). What K seeds in one process save is the start-up and compilation; the
+episodes are collected on the host either way. Continuous
 action spaces are rescaled to [-1, 1] and clipped there by wrappers, so agents work in
 one action range and `scripts/evaluate.py` sees the same env through `DatasetSpec.env_factory`.
 """
@@ -135,8 +141,8 @@ def empty_buffer(env_info: EnvInfo, capacity: int) -> ReplayBuffer:
 
 class EpisodeSource:
     """Episodes collected with the current policy before every update (see the module
-    docstring): an `offrl.train.DataSource` for one seed, whose updates are those of the
-    unbatched agent."""
+    docstring): an `offrl.train.DataSource` whose updates are those of the unbatched agent,
+    one seed after the other."""
 
     updates_per_call = 1  # each update needs fresh episodes, so the loop returns to Python for each
     reference_actions = None
@@ -144,48 +150,60 @@ class EpisodeSource:
     def __init__(self, config: dict[str, Any], spec: DatasetSpec, agent_cls: type) -> None:
         if config["normalize_observations"]:
             raise cfg.ConfigError("normalize_observations needs dataset statistics; online agents see raw observations")
-        if int(config["num_seeds"]) != 1:
-            raise cfg.ConfigError(
-                f"--num-seeds is for offline agents; run {config['agent']} seeds as separate runs (--seed N) or a sweep"
-            )
+        if config.get("vmap"):
+            # Each member would need envs and a buffer of its own; only seeds get them.
+            raise cfg.ConfigError(f"--vmap is for offline agents; sweep {config['agent']}'s hyperparameters as separate runs")
         self.num_envs = int(config["episodes_per_update"])
         env_info = probe_env(spec)
         self.capacity = self.num_envs * env_info.max_episode_steps
         self.example_batch = example_batch(spec)
         self.description = f"on {config['env']} ({config['steps']} updates x {self.num_envs} episodes)"
-        self.buffer = empty_buffer(env_info, self.capacity)
+        seeds = [int(config["seed"]) + index for index in range(int(config["num_seeds"]))]
+        self.buffers = [empty_buffer(env_info, self.capacity) for _ in seeds]
         self.add_rows = jax.jit(ReplayBuffer.add)
         self.update = make_train_chunk(agent_cls, 1)
-        self.envs = make_eval_vector_env(spec, self.num_envs, config["seed"])
+        self.envs = [make_eval_vector_env(spec, self.num_envs, seed) for seed in seeds]
 
     def prepare(self, state: LoopState) -> LoopState:
         return state
 
     def train(self, state: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], list[dict[str, float]]]:
-        single = seed_slice(state, 0)
+        singles, infos, rollouts = [], [], []
+        for index, envs in enumerate(self.envs):
+            single, info, rollout = self.train_seed(index, envs, seed_slice(state, index), length)
+            singles.append(single)
+            infos.append(info)
+            rollouts.append(rollout)
+        info = {name: jnp.stack([one[name] for one in infos]) for name in infos[0]}
+        return stack_states(singles), info, rollouts
+
+    def train_seed(
+        self, index: int, envs: gym.vector.VectorEnv, single: LoopState, length: int
+    ) -> tuple[LoopState, dict[str, jax.Array], dict[str, float]]:
+        """`length` updates of seed `index`, each on episodes freshly collected from its envs."""
         infos, returns, lengths = [], [], []
         for _ in range(length):
             # Env resets are seeded from the loop RNG: a resumed run collects the same episodes.
             rng, collect_key, seed_key = jax.random.split(single.rng, 3)
             reset_seed = int(jax.random.randint(seed_key, (), 0, np.iinfo(np.int32).max))
             agent = single.agent
-            episodes = run_episodes(self.envs, lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
-            self.buffer = self.add_rows(self.buffer, episode_rows(episodes, self.capacity))
-            single, info = self.update(single.replace(rng=rng), self.buffer)
+            episodes = run_episodes(envs, lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
+            self.buffers[index] = self.add_rows(self.buffers[index], episode_rows(episodes, self.capacity))
+            single, info = self.update(single.replace(rng=rng), self.buffers[index])
             infos.append(info)
             returns.append(episodes["returns"])
             lengths.append(episodes["lengths"])
-        info = {name: jnp.concatenate([one[name] for one in infos])[None] for name in infos[0]}
         rollout = {
             "rollout/return_mean": float(np.concatenate(returns).mean()),
             "rollout/return_std": float(np.concatenate(returns).std()),
             "rollout/length_mean": float(np.concatenate(lengths).mean()),
             "rollout/episodes": int(single.step) * self.num_envs,
         }
-        return stack_states([single]), info, [rollout]
+        return single, {name: jnp.concatenate([one[name] for one in infos]) for name in infos[0]}, rollout
 
     def summary(self, steps: int) -> dict[str, Any]:
         return {"train_episodes": steps * self.num_envs}
 
     def close(self) -> None:
-        self.envs.close()
+        for envs in self.envs:
+            envs.close()

@@ -171,6 +171,27 @@ def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_num_seeds_matches_single_seed_online_runs(tmp_path):
+    """Each seed of a 2-seed online run collects the episodes and learns the parameters of
+    the single run with that seed."""
+    assert train_script.main(TINY_CARTPOLE + ["--seed", "5", "--num-seeds", "2", "--run-dir", str(tmp_path / "both")]) == 0
+    both = json.loads((tmp_path / "both" / "summary.json").read_text())
+    for seed in (5, 6):
+        single_dir = tmp_path / f"single{seed}"
+        assert train_script.main(TINY_CARTPOLE + ["--seed", str(seed), "--run-dir", str(single_dir)]) == 0
+        single = json.loads((single_dir / "summary.json").read_text())
+        member = json.loads((tmp_path / "both" / f"seed{seed}" / "summary.json").read_text())
+        assert member["return_mean"] == single["return_mean"] and member["train_episodes"] == single["train_episodes"] == 8
+        rollouts = [[row["rollout/return_mean"] for row in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                     if "rollout/return_mean" in row] for d in (single_dir, tmp_path / "both" / f"seed{seed}")]
+        assert rollouts[0] == rollouts[1] and len(rollouts[0]) == 4
+        single_state, _, _ = restore_run(single_dir)
+        member_state, _, _ = restore_run(tmp_path / "both" / f"seed{seed}")
+        for a, b in zip(jax.tree_util.tree_leaves(single_state), jax.tree_util.tree_leaves(member_state)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [s["seed"] for s in both["seeds"]] == [5, 6]
+
+
 def test_log_std_init_sets_the_initial_gaussian_std():
     """Continuous actions start with std exp(log_std_init) on every state, and it is a
     parameter the policy gradient moves; a Discrete policy has no std to set."""

@@ -141,7 +141,7 @@ def test_evaluate_says_which_checkpoint_is_missing(tmp_path, capsys, checkpoints
         (["--agent", "iql-ddpg", "--dataset", "offrl/nonexistent-v0"], "offrl/maze2d/umaze-v0"),
         (["--agent", "iql-ddpg", "--dataset", "offrl/pointmaze/umaze-v0"], "use offrl/maze2d/umaze-v0 (fixed target"),
         (["--agent", "iql-ddpg", "--dataset", "missing.hdf5"], "missing.hdf5"),
-        (["--agent", "reinforce", "--env", "CartPole-v1", "--num-seeds", "2"], "--num-seeds is for offline agents"),
+        (["--agent", "reinforce", "--env", "CartPole-v1", "--vmap", "actor_lr=0.1,0.2"], "--vmap is for offline agents"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(argv, message, capsys):
