@@ -18,7 +18,8 @@ import offrl.data
 from offrl import checkpoint as ckpt
 from offrl import load_policy
 from offrl.cli import main_guard
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 from test_train import leaves, tiny_config
 

@@ -13,7 +13,7 @@ import yaml
 
 from offrl import config as cfg
 from offrl import sweep as sw
-from offrl.train import resolve_config
+from offrl.run_config import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
