@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents import get_agent
+from agents import agent_config_class, get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 
@@ -98,6 +98,18 @@ def given_resume_config(config: dict[str, Any]) -> dict[str, Any]:
         if key not in ("resume", "run_dir") and (key not in cfg.RUN_DEFAULTS or value != cfg.RUN_DEFAULTS[key])
     }
     return resume_config(config["resume"], given)
+
+
+def derived_keys(config: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """The keys `config`'s agent derives (`option(derive=...)`), computed from `config` and the
+    run's `DatasetSpec`."""
+    return cfg.derived_values(agent_config_class(config["agent"]), config, spec)
+
+
+def with_derived(config: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """`config` with its agent's derived keys computed anew: what a built or restored
+    experiment trains and evaluates with, whatever values of them `config` holds."""
+    return {**config, **derived_keys(config, spec)}
 
 
 def _data_family(dataset: str, d4rl_reward: str) -> str:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents import agent_config_class, get_agent
+from agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
@@ -33,7 +33,7 @@ from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
 from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
 from offrl.online import EpisodeSource, example_batch, online_spec
-from offrl.run_config import given_resume_config
+from offrl.run_config import derived_keys, given_resume_config, with_derived
 from offrl.transitions import Transitions
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
@@ -267,8 +267,7 @@ def build_experiment(config: dict[str, Any]) -> Experiment:
         # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
         d4rl_reward = config.get("d4rl_reward", "auto")
         transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward)
-    config = {**config, **cfg.derived_values(agent_config_class(config["agent"]), config, spec)}
-    return Experiment(config, agent_cls, agent_defaults, spec, transitions)
+    return Experiment(with_derived(config, spec), agent_cls, agent_defaults, spec, transitions)
 
 
 def check_replacement(dataset: Transitions | None, replacement: Transitions) -> None:
@@ -302,7 +301,7 @@ def resumed_from(checkpointer: ckpt.Checkpointer, step: int, config: dict[str, A
     meta = ckpt.read_meta(checkpointer.directory, step)
     steps, before = int(config["steps"]), int(meta["config"]["steps"])
     print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
-    for key, value in cfg.derived_values(agent_config_class(config["agent"]), meta["config"], spec).items():
+    for key, value in derived_keys(meta["config"], spec).items():
         if value != config[key]:
             print(
                 f"offrl: {key} is now {config[key]}, not {value}: from step {step} on, this run differs from one "
@@ -578,9 +577,8 @@ def experiment_from_meta(meta: dict[str, Any], run_dir: Path) -> Experiment:
     config = {**agent_defaults, **meta["config"], "run_dir": str(run_dir)}
     spec = ckpt.spec_from_record(meta["env"])
     if spec is None:  # an env not storable as JSON: rebuilt from the dataset, as before
-        return replace(build_experiment(config), config=config)
-    config = {**config, **cfg.derived_values(agent_config_class(meta["agent"]), config, spec)}
-    return Experiment(config, agent_cls, agent_defaults, spec, transitions=None)
+        return build_experiment(config)
+    return Experiment(with_derived(config, spec), agent_cls, agent_defaults, spec, transitions=None)
 
 
 def _restore_legacy_run(manager_dir: Path, step: int, run_dir: Path) -> tuple[LoopState, Experiment, int]:

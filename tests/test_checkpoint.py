@@ -19,7 +19,7 @@ from offrl import checkpoint as ckpt
 from offrl import load_policy
 from offrl.cli import main_guard
 from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.train import experiment_from_meta, restore_run, run
 
 from test_train import leaves, tiny_config
 
@@ -86,6 +86,21 @@ def test_copied_run_directory_evaluates_and_loads_without_its_dataset(finished_r
     actions = policy(np.zeros((5, 4), np.float32))
     assert actions.shape == (5, 2) and np.abs(actions).max() <= 1.0
     assert list(empty_store.iterdir()) == [], "nothing was generated into the Minari store"
+
+
+def test_an_env_not_storable_as_json_restores_through_the_dataset_with_its_derived_keys(finished_run):
+    """Both restore paths compute the agent's derived keys from the run (max_steps = steps),
+    whatever the meta holds: a run saved before max_steps was derived holds the default."""
+    run_dir, _ = finished_run
+    manager_dir, step = ckpt.find_checkpoint(run_dir)
+    meta = ckpt.read_meta(manager_dir, step)
+    meta["config"]["max_steps"] = 1_000_000
+    stored = experiment_from_meta(meta, run_dir)
+    unstorable = {**meta, "env": {**meta["env"], "factory": None, "gym_spec": None}}
+    rebuilt = experiment_from_meta(unstorable, run_dir)
+    assert stored.transitions is None and rebuilt.transitions is not None, "the second went through the dataset"
+    assert stored.config["max_steps"] == rebuilt.config["max_steps"] == 300
+    assert rebuilt.config == stored.config and rebuilt.spec.name == stored.spec.name
 
 
 def test_json_files_are_replaced_atomically(tmp_path):
