@@ -57,7 +57,8 @@ from offrl.envs import make_eval_vector_env
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry, negative_distance
 from offrl.evaluation import eval_env_seeds, evaluate_state, run_episodes
 from offrl.logging import RunLogger
-from offrl.train import resolve_config, restore_run, run, seed_run_dirs
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run, seed_run_dirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOAL_TARGET = 0.8

@@ -43,7 +43,8 @@ from offrl.config import DEFAULT_DATASET
 from offrl.data import load_dataset
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import eval_env_seeds, run_episodes, summarize_episodes
-from offrl.train import resolve_config, run
+from offrl.run_config import resolve_config
+from offrl.train import run
 from offrl.transitions import Transitions
 
 MATCHED: dict[str, Any] = {

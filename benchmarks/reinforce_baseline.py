@@ -97,7 +97,8 @@ def train_variant(
     """Seeds first_seed .. first_seed + seeds - 1 of one variant (a key of VARIANTS), each an
     ordinary run of the env's preset with `overrides`: (final summary, run directory) per
     seed; the summary also holds the run's `cpu_seconds` and the `load_average` at its end."""
-    from offrl.train import resolve_config, run
+    from offrl.run_config import resolve_config
+    from offrl.train import run
 
     baseline = VARIANTS[name]
     runs = []

@@ -10,7 +10,9 @@ time so far; so `offrl.train.restore_run`, `scripts/evaluate.py`, `offrl.load_po
 `scripts/export.py` need only the run directory.
 
 Run directories written before (checkpoints/latest/<step> and checkpoints/best/<step>, no
-meta) still restore, through their dataset (`is_legacy`). Restoring builds an abstract
+meta) still restore, through their dataset (`is_legacy`). Checkpoints of an older state
+layout (meta `format` below `META_FORMAT`) that no longer fit the agent fail with a
+`CheckpointFormatError` that says what to do, and are not resumed. Restoring builds an abstract
 state on the current default device, so a checkpoint written on a GPU restores on a CPU.
 """
 
@@ -28,7 +30,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
-META_FORMAT = 2
+# The meta and state layout new checkpoints are written in. 2: self-contained checkpoints;
+# 3: agent hyperparameters as state leaves (--vmap, merged in 5826318), so an IQL or FB state of
+# format 2 has a different pytree. Bump it with any change that stops older states restoring.
+META_FORMAT = 3
+FORMAT_CHANGES = {2: "5826318"}  # format -> the first commit on main that no longer wrote it
 LEGACY_MANAGERS = ("latest", "best")
 # Env factories a checkpoint may name (module:function); any other evaluation env is stored
 # as its gymnasium EnvSpec. A closed list: a run directory must not be able to import code.
@@ -38,6 +44,20 @@ STORABLE_FACTORIES = (
     "offrl.envs.pointmaze:make_pointmaze_env",
     "offrl.online:make_online_env",
 )
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint in an older layout than this code restores (see `META_FORMAT`)."""
+
+
+def old_format_error(run_dir: Path, written: int | None, doing: str) -> CheckpointFormatError:
+    """What to do with `run_dir`, whose checkpoints are of format `written` (None: before formats)."""
+    first_newer = FORMAT_CHANGES.get(written or 0, "the checkpoint format change")
+    return CheckpointFormatError(
+        f"{run_dir} holds checkpoints of format {written or 'unversioned'}, older than this code's {META_FORMAT} "
+        f"(the --vmap state layout), so this code cannot {doing} it: retrain it with a new run, or check out the "
+        f"commit that wrote it (one before {first_newer}) to use it there"
+    )
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -100,7 +120,9 @@ class Checkpointer:
 
 
 def check_resumable(run_dir: Path) -> None:
-    """Refuse to train on in a run directory (or any of its seed directories) in the older layout."""
+    """Refuse to train on in a run directory (or any of its seed directories) in an older layout:
+    before self-contained checkpoints, or of an older `META_FORMAT` (training on would mix two
+    state layouts even where the older one happens to restore)."""
     for directory in [Path(run_dir), *sorted(Path(run_dir).glob("seed*"))]:
         if is_legacy(directory / "checkpoints"):
             raise FileNotFoundError(
@@ -108,6 +130,11 @@ def check_resumable(run_dir: Path) -> None:
                 "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
                 "(its dataset must be present) or start a new run"
             )
+        steps = _steps(directory / "checkpoints")
+        if steps:
+            written = read_meta(directory / "checkpoints", steps[-1]).get("format")
+            if written is None or written < META_FORMAT:
+                raise old_format_error(directory, written, "resume")
 
 
 def saved_step(run_dir: Path) -> int | None:
@@ -192,7 +219,13 @@ def restore(manager_dir: Path, step: int, target: Any) -> Any:
     try:
         if Path(manager_dir).name in LEGACY_MANAGERS:
             return manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target))))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target))))
+        except ValueError:  # orbax: the saved pytree does not match the target's
+            written = read_meta(manager_dir, step).get("format")
+            if written is None or written < META_FORMAT:
+                raise old_format_error(run_dir_of(manager_dir), written, "restore") from None
+            raise
         return restored["state"]
     finally:
         manager.close()

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents import agent_config_class, get_agent
+from agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
@@ -33,6 +33,7 @@ from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
 from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
 from offrl.online import EpisodeSource, example_batch, online_spec
+from offrl.run_config import derived_keys, given_resume_config, with_derived
 from offrl.transitions import Transitions
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
@@ -254,93 +255,6 @@ class Experiment:
         return jax.tree_util.tree_map(jnp.asarray, state)
 
 
-def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge defaults, presets, --config and command-line overrides (see offrl.config).
-
-    With `resume`, the run's saved config with the overrides applied (`resume_config`)."""
-    overrides = dict(argv_overrides)
-    if overrides.get("resume"):
-        return resume_config(overrides.pop("resume"), overrides)
-    agent_name = overrides.get("agent", cfg.RUN_DEFAULTS["agent"])
-    _, agent_defaults = get_agent(agent_name)
-    config = cfg.base_config(agent_defaults)
-    config["agent"] = agent_name
-    dataset = overrides.get("dataset") or config["dataset"]
-    env = overrides.get("env")
-    if dataset is None and env is None:
-        dataset = cfg.DEFAULT_DATASET
-    family = _data_family(dataset, overrides.get("d4rl_reward", "auto")) if dataset is not None else str(env)
-    for path in cfg.preset_paths(agent_name.split("-")[0], family):
-        cfg.merge(config, cfg.load_yaml(path), str(path))
-    file_path = overrides.pop("config", None)
-    if file_path:
-        cfg.merge(config, cfg.load_yaml(file_path), str(file_path))
-    cfg.merge(config, overrides, "command line")
-    config["dataset"] = dataset
-    cfg.validate(config)
-    return config
-
-
-# Keys a resumed run may change: they decide how long it trains and when it evaluates,
-# checkpoints and logs, not what an update computes. (`steps` also sets the length of a
-# learning-rate schedule that depends on it, which `resumed_from` points out.)
-RESUME_SAFE_KEYS = (
-    "steps", "eval_interval", "eval_episodes", "eval_deterministic", "checkpoint_interval", "keep_checkpoints",
-    "updates_per_call", "wandb",
-)
-
-
-def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The saved config of `run_dir` with `overrides` applied: a key in `RESUME_SAFE_KEYS`
-    takes its new value, a key given with the run's own value is fine, and any other change
-    is a ConfigError naming the key (it would silently not be the run it claims to be)."""
-    run_dir = Path(run_dir)
-    saved = ckpt.load_config(run_dir)
-    ckpt.check_resumable(run_dir)
-    overrides = dict(overrides)
-    file_path = overrides.pop("config", None)
-    if file_path:
-        overrides = {**cfg.load_yaml(file_path), **overrides}
-    config = json.loads(json.dumps(saved))
-    for key, value in overrides.items():
-        trial = json.loads(json.dumps(saved))
-        cfg.merge(trial, {key: value}, f"--resume {run_dir}")
-        top = key.replace("-", "_").split(".")[0]
-        if json.dumps(trial[top], default=list) == json.dumps(saved[top], default=list):
-            continue
-        if top not in RESUME_SAFE_KEYS:
-            raise cfg.ConfigError(
-                f"--resume {run_dir}: {key} is {saved[top]!r} in the run but {trial[top]!r} was given; a resumed run "
-                f"keeps its data, agent and hyperparameters (it may change only {', '.join(RESUME_SAFE_KEYS)}): "
-                f"start a new run to change {key}"
-            )
-        cfg.merge(config, {key: value}, f"--resume {run_dir}")
-    reached = ckpt.saved_step(run_dir)
-    if reached is not None and config["steps"] < reached:
-        raise cfg.ConfigError(f"--steps {config['steps']} is below step {reached} the run has reached: give --steps {reached} or more")
-    config.update(resume=str(run_dir), run_dir=str(run_dir))
-    cfg.validate(config)
-    return config
-
-
-def given_resume_config(config: dict[str, Any]) -> dict[str, Any]:
-    """`run`'s view of a resume: the keys of `config` that differ from the run defaults count
-    as given (so `{**RUN_DEFAULTS, "resume": RUN_DIR}` is a plain resume) and go through
-    `resume_config`; a config `resolve_config` resumed already passes unchanged."""
-    given = {
-        key: value
-        for key, value in config.items()
-        if key not in ("resume", "run_dir") and (key not in cfg.RUN_DEFAULTS or value != cfg.RUN_DEFAULTS[key])
-    }
-    return resume_config(config["resume"], given)
-
-
-def _data_family(dataset: str, d4rl_reward: str) -> str:
-    from offrl.data import dataset_family
-
-    return dataset_family(dataset, d4rl_reward)
-
-
 def build_experiment(config: dict[str, Any]) -> Experiment:
     """The agent and its data (an offline agent's dataset, loaded or built on first use; an
     online agent's env), the agent's derived keys computed from them."""
@@ -353,8 +267,7 @@ def build_experiment(config: dict[str, Any]) -> Experiment:
         # Configs saved before `d4rl_reward` existed chose the convention by file name, as `auto` does.
         d4rl_reward = config.get("d4rl_reward", "auto")
         transitions, spec = load_dataset(config["dataset"], env_id=config.get("env"), d4rl_reward=d4rl_reward)
-    config = {**config, **cfg.derived_values(agent_config_class(config["agent"]), config, spec)}
-    return Experiment(config, agent_cls, agent_defaults, spec, transitions)
+    return Experiment(with_derived(config, spec), agent_cls, agent_defaults, spec, transitions)
 
 
 def check_replacement(dataset: Transitions | None, replacement: Transitions) -> None:
@@ -388,7 +301,7 @@ def resumed_from(checkpointer: ckpt.Checkpointer, step: int, config: dict[str, A
     meta = ckpt.read_meta(checkpointer.directory, step)
     steps, before = int(config["steps"]), int(meta["config"]["steps"])
     print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
-    for key, value in cfg.derived_values(agent_config_class(config["agent"]), meta["config"], spec).items():
+    for key, value in derived_keys(meta["config"], spec).items():
         if value != config[key]:
             print(
                 f"offrl: {key} is now {config[key]}, not {value}: from step {step} on, this run differs from one "
@@ -664,9 +577,8 @@ def experiment_from_meta(meta: dict[str, Any], run_dir: Path) -> Experiment:
     config = {**agent_defaults, **meta["config"], "run_dir": str(run_dir)}
     spec = ckpt.spec_from_record(meta["env"])
     if spec is None:  # an env not storable as JSON: rebuilt from the dataset, as before
-        return replace(build_experiment(config), config=config)
-    config = {**config, **cfg.derived_values(agent_config_class(meta["agent"]), config, spec)}
-    return Experiment(config, agent_cls, agent_defaults, spec, transitions=None)
+        return build_experiment(config)
+    return Experiment(with_derived(config, spec), agent_cls, agent_defaults, spec, transitions=None)
 
 
 def _restore_legacy_run(manager_dir: Path, step: int, run_dir: Path) -> tuple[LoopState, Experiment, int]:

@@ -5,7 +5,7 @@ configs/), a boolean also as --key / --no-key, a list as 256,256; --config FILE.
 a preset. --resume RUN_DIR continues a killed or finished run from its latest checkpoint;
 --steps N with it extends the run to N updates.
 With --resume, keys that change only when the run evaluates, checkpoints and logs may be
-given too (offrl.train.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
+given too (offrl.run_config.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 --num-seeds K trains seeds seed..seed+K-1 together; --vmap KEY=V1,V2[,KEY2=...] trains every
 combination of those hyperparameter values (x seeds) in one compiled program, each its own
 run in RUN_DIR/KEY=V... (offrl/vmap.py; only an agent's batchable_hparams).
@@ -73,7 +73,8 @@ def vmap_lines(summary: dict[str, Any], run_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
-    from offrl.train import resolve_config, run
+    from offrl.run_config import resolve_config
+    from offrl.train import run
 
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):

@@ -18,7 +18,8 @@ import offrl.data
 from offrl import checkpoint as ckpt
 from offrl import load_policy
 from offrl.cli import main_guard
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import experiment_from_meta, restore_run, run
 
 from test_train import leaves, tiny_config
 
@@ -87,6 +88,21 @@ def test_copied_run_directory_evaluates_and_loads_without_its_dataset(finished_r
     assert list(empty_store.iterdir()) == [], "nothing was generated into the Minari store"
 
 
+def test_an_env_not_storable_as_json_restores_through_the_dataset_with_its_derived_keys(finished_run):
+    """Both restore paths compute the agent's derived keys from the run (max_steps = steps),
+    whatever the meta holds: a run saved before max_steps was derived holds the default."""
+    run_dir, _ = finished_run
+    manager_dir, step = ckpt.find_checkpoint(run_dir)
+    meta = ckpt.read_meta(manager_dir, step)
+    meta["config"]["max_steps"] = 1_000_000
+    stored = experiment_from_meta(meta, run_dir)
+    unstorable = {**meta, "env": {**meta["env"], "factory": None, "gym_spec": None}}
+    rebuilt = experiment_from_meta(unstorable, run_dir)
+    assert stored.transitions is None and rebuilt.transitions is not None, "the second went through the dataset"
+    assert stored.config["max_steps"] == rebuilt.config["max_steps"] == 300
+    assert rebuilt.config == stored.config and rebuilt.spec.name == stored.spec.name
+
+
 def test_json_files_are_replaced_atomically(tmp_path):
     path = tmp_path / "summary.json"
     ckpt.write_json_atomic(path, {"return_mean": 1.0})
@@ -142,6 +158,41 @@ def test_resolve_config_of_a_legacy_run_is_refused_before_anything_is_written(fi
     with pytest.raises(FileNotFoundError, match="layout before self-contained checkpoints"):
         run(resolve_config({"resume": str(legacy), "steps": 400}), progress=False)
     assert (legacy / "config.json").read_text() == before
+
+
+# A real run directory as the code before the --vmap state layout wrote it (checkpoint format 2,
+# no hyperparameter leaves in the IQL state): at commit 4b98494, with PYTHONPATH at its checkout,
+#   scripts/train.py --agent iql-ddpg --dataset offrl/pointmaze/umaze-v1 --steps 24 --updates_per_call 24
+#     --eval_interval 24 --eval_episodes 2 --hidden_dims 8,8 --batch_size 16 --example_batch_size 64
+#     --run_dir /tmp/oldrun_iql --seed 0
+PRE_VMAP_RUN = Path(__file__).resolve().parent / "fixtures" / "pre_vmap_run"
+
+
+def test_a_run_from_before_the_vmap_state_layout_fails_in_one_line_that_says_what_to_do(tmp_path, capsys):
+    run_dir = shutil.copytree(PRE_VMAP_RUN, tmp_path / "old").resolve()
+    files = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert ckpt.read_meta(run_dir / "checkpoints", 24)["format"] == 2 < ckpt.META_FORMAT
+
+    with pytest.raises(ckpt.CheckpointFormatError, match="retrain it with a new run, or check out the commit") as error:
+        load_policy(run_dir)
+    assert str(run_dir) in str(error.value) and "\n" not in str(error.value)
+    capsys.readouterr()
+    for command in (lambda: evaluate_script.main([str(run_dir)]),
+                    lambda: train_script.main(["--resume", str(run_dir), "--steps", "48"])):
+        assert main_guard(command) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {run_dir} holds checkpoints of format 2") and "\n" not in err
+        assert "one before 5826318" in err
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files, "nothing was written"
+
+
+def test_a_current_checkpoint_that_does_not_fit_is_not_called_old(tmp_path):
+    checkpointer = ckpt.Checkpointer(tmp_path, meta={"format": ckpt.META_FORMAT})
+    checkpointer.save(1, {"w": jnp.zeros(2)})
+    checkpointer.close()
+    with pytest.raises(ValueError) as error:
+        ckpt.restore(tmp_path / "checkpoints", 1, {"v": jnp.zeros(2)})
+    assert not isinstance(error.value, ckpt.CheckpointFormatError)
 
 
 def test_env_records_rebuild_the_env_without_the_dataset():

@@ -21,7 +21,8 @@ from offrl.envs import flatten_observations
 from offrl.evaluation import evaluate_state, make_seeds_policy, run_episodes
 from offrl.loop import stack_states
 from offrl.policy import flatten, space_layout
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 from test_train import tiny_config
 

@@ -11,7 +11,8 @@ import pytest
 
 from agents.fb import FBAgent
 from offrl import config as cfg
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 TINY_FB = {
     "agent": "fb",

@@ -13,7 +13,8 @@ from agents.fb import FBAgent, infer_z_from_rewards
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import GridWorld, collect_uniform_dataset
 from offrl.evaluation import make_policy
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 from test_fb import TWO_ROOMS, train
 from test_fb_pointmaze import TINY_FB
 

@@ -15,7 +15,8 @@ import pytest
 from agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
 from offrl.cli import main_guard
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import evaluate as evaluate_script  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from agents import REGISTRY, agent_config_class, agent_names, get_agent
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.train import resolve_config
+from offrl.run_config import resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import train as train_script  # noqa: E402

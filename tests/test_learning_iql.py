@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from offrl.train import resolve_config, run
+from offrl.run_config import resolve_config
+from offrl.train import run
 
 RANDOM_SUCCESS_RATE = 0.07  # the highest of 5 evaluation seeds, 30 episodes each
 

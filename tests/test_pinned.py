@@ -32,7 +32,7 @@ def agent_config_of(name: str, dataset: str) -> dict[str, Any]:
     """The run's full agent config as resolved now, presets included (max_steps is the run's
     length, set by the loop)."""
     from agents import get_agent
-    from offrl.train import resolve_config
+    from offrl.run_config import resolve_config
 
     settings = {**TINY, **RUNS[name]}
     if "env" not in settings:
@@ -44,7 +44,8 @@ def agent_config_of(name: str, dataset: str) -> dict[str, Any]:
 
 def final_numbers(name: str, dataset: str, run_dir: Path, agent_config: dict[str, Any]) -> dict[str, float]:
     """The run's final summary metrics and the mean of every training metric over its last chunk."""
-    from offrl.train import resolve_config, run
+    from offrl.run_config import resolve_config
+    from offrl.train import run
 
     settings = {**agent_config, **TINY, **RUNS[name], "run_dir": str(run_dir)}
     if "env" not in settings:

@@ -21,7 +21,8 @@ from offrl import config as cfg
 from offrl.envs.corridor import ENV_ID as CORRIDOR, OPTIMAL_RIGHT_PROBABILITY, expected_return
 from offrl.evaluation import run_episodes
 from offrl.online import env_spec, episode_rows, make_online_env, probe_env
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import evaluate as evaluate_script  # noqa: E402

@@ -14,7 +14,8 @@ import pytest
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 
 from test_train import TINY, leaves, tiny_config
 

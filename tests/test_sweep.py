@@ -13,7 +13,7 @@ import yaml
 
 from offrl import config as cfg
 from offrl import sweep as sw
-from offrl.train import resolve_config
+from offrl.run_config import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -110,25 +110,43 @@ def test_interrupted_runs_resume_from_their_checkpoint(tmp_path):
     assert sw.build_command(sweep, spec, {"steps": "100"}, "disabled")[2:] == [f"--resume={spec.run_dir}"]
 
 
-def test_local_sweep_end_to_end(small_umaze_id, tmp_path):
-    sweep_file = tmp_path / "tiny.yaml"
-    sweep_file.write_text(yaml.safe_dump({
+# What the end-to-end sweeps set on every run: a few seconds of training each.
+TINY_SETS = ("steps=100", "hidden_dims=[32,32]", "eval_episodes=2", "eval_interval=100", "updates_per_call=50",
+             "batch_size=32", "wandb.mode=disabled")
+
+
+def write_sweep(path: Path, parameters: dict, **fields) -> Path:
+    """A grid sweep file (W&B format) over `parameters`, maximizing the normalized score."""
+    path.write_text(yaml.safe_dump({
         "program": "scripts/train.py",
         "method": "grid",
         "metric": {"name": "normalized_score", "goal": "maximize"},
-        "parameters": {
+        "parameters": parameters,
+        **fields,
+    }))
+    return path
+
+
+def tiny_sweep_command(sweep_file: Path, out: Path, *flags: str) -> list[str]:
+    """scripts/sweep.py over `sweep_file` with two workers and `TINY_SETS`."""
+    command = [sys.executable, str(REPO / "scripts/sweep.py"), str(sweep_file), *flags, "--workers", "2", "--out", str(out)]
+    for item in TINY_SETS:
+        command += ["--set", item]
+    return command
+
+
+def test_local_sweep_end_to_end(small_umaze_id, tmp_path):
+    sweep_file = write_sweep(
+        tmp_path / "tiny.yaml",
+        {
             "agent": {"values": ["iql-awr", "iql-ddpg", "iql-nope"]},  # the last one must fail
             "dataset": {"value": small_umaze_id},
             "seed": {"values": [0]},
         },
-        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
-    }))
+        command=["${env}", "${interpreter}", "${program}", "${args}"],
+    )
     out = tmp_path / "out"
-    sets = ["steps=100", "hidden_dims=[32,32]", "eval_episodes=2", "eval_interval=100", "updates_per_call=50",
-            "batch_size=32", "wandb.mode=disabled"]
-    command = [sys.executable, str(REPO / "scripts/sweep.py"), str(sweep_file), "--workers", "2", "--out", str(out)]
-    for item in sets:
-        command += ["--set", item]
+    command = tiny_sweep_command(sweep_file, out)
 
     first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert first.returncode == 1, first.stdout + first.stderr
@@ -205,23 +223,14 @@ def test_folded_process_resumes_only_when_every_member_saved(tmp_path):
 
 
 def test_local_sweep_folded_end_to_end(small_umaze_id, tmp_path):
-    sweep_file = tmp_path / "folded.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "program": "scripts/train.py",
-        "method": "grid",
-        "metric": {"name": "normalized_score", "goal": "maximize"},
-        "parameters": {
-            "agent": {"values": ["iql-awr", "iql-ddpg"]},
-            "dataset": {"value": small_umaze_id},
-            "expectile": {"values": [0.6, 0.9]},
-            "seed": {"values": [0, 1]},
-        },
-    }))
+    sweep_file = write_sweep(tmp_path / "folded.yaml", {
+        "agent": {"values": ["iql-awr", "iql-ddpg"]},
+        "dataset": {"value": small_umaze_id},
+        "expectile": {"values": [0.6, 0.9]},
+        "seed": {"values": [0, 1]},
+    })
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "scripts/sweep.py"), str(sweep_file), "--vmap", "--workers", "2", "--out", str(out)]
-    for item in ["steps=100", "hidden_dims=[32,32]", "eval_episodes=2", "eval_interval=100", "updates_per_call=50",
-                 "batch_size=32", "wandb.mode=disabled"]:
-        command += ["--set", item]
+    command = tiny_sweep_command(sweep_file, out, "--vmap")
     first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "8 runs of" in first.stdout and "in 2 processes" in first.stdout

@@ -15,7 +15,8 @@ from agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_targe
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
-from offrl.train import resolve_config, run
+from offrl.run_config import resolve_config
+from offrl.train import run
 from offrl.transitions import Transitions
 from test_iql import random_batch as iql_random_batch
 

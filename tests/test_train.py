@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.train import NonFiniteLossError, resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import NonFiniteLossError, restore_run, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import evaluate as evaluate_script  # noqa: E402

@@ -38,7 +38,8 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 import evaluate
-from offrl.train import resolve_config, run
+from offrl.run_config import resolve_config
+from offrl.train import run
 
 run_dir = Path(sys.argv[1])
 settings = {"agent": "reinforce", "env": "InvertedPendulum-v5", "steps": 1, "episodes_per_update": 1, "eval_episodes": 1,

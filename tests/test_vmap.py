@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.train import resolve_config, restore_run, run
+from offrl.run_config import resolve_config
+from offrl.train import restore_run, run
 from offrl.vmap import combination_name, combinations, format_vmap, parse_vmap
 
 from test_train import leaves, tiny_config
