@@ -124,7 +124,7 @@ def test_unbatchable_keys_are_refused(small_umaze_id, tmp_path, agent, vmap, mes
 
 def test_online_agents_refuse_vmap(tmp_path):
     config = resolve_online(tmp_path)
-    with pytest.raises(cfg.ConfigError, match="agent reinforce has no batchable hyperparameters"):
+    with pytest.raises(cfg.ConfigError, match="--vmap is for offline agents"):
         run(config, progress=False)
 
 
