@@ -50,6 +50,11 @@ class CheckpointFormatError(ValueError):
     """A checkpoint in an older layout than this code restores (see `META_FORMAT`)."""
 
 
+def is_older_format(written: int | None) -> bool:
+    """Whether a meta's `format` (None: written before formats) predates this code's layout."""
+    return written is None or written < META_FORMAT
+
+
 def old_format_error(run_dir: Path, written: int | None, doing: str) -> CheckpointFormatError:
     """What to do with `run_dir`, whose checkpoints are of format `written` (None: before formats)."""
     first_newer = FORMAT_CHANGES.get(written or 0, "the checkpoint format change")
@@ -133,7 +138,7 @@ def check_resumable(run_dir: Path) -> None:
         steps = _steps(directory / "checkpoints")
         if steps:
             written = read_meta(directory / "checkpoints", steps[-1]).get("format")
-            if written is None or written < META_FORMAT:
+            if is_older_format(written):
                 raise old_format_error(directory, written, "resume")
 
 
@@ -223,7 +228,7 @@ def restore(manager_dir: Path, step: int, target: Any) -> Any:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target))))
         except ValueError:  # orbax: the saved pytree does not match the target's
             written = read_meta(manager_dir, step).get("format")
-            if written is None or written < META_FORMAT:
+            if is_older_format(written):
                 raise old_format_error(run_dir_of(manager_dir), written, "restore") from None
             raise
         return restored["state"]

@@ -13,15 +13,15 @@ One update (what `--steps` counts for online agents) is:
      training (`offrl.loop.make_train_chunk` with the agent's `sample_batch`).
 
 Environment resets are seeded from the loop RNG, which is part of `LoopState`, so a run
-resumed from a checkpoint collects the same episodes as an uninterrupted one.
+resumed from a checkpoint collects the same episodes as an uninterrupted one. Continuous
+action spaces are rescaled to [-1, 1] and clipped there by wrappers, so agents work in
+one action range and `scripts/evaluate.py` sees the same env through `DatasetSpec.env_factory`.
 
 `--num-seeds K` gives each seed its own training vector env (seeded as the single run with
 that seed) and its own buffer, and steps the seeds one after the other through the same
 collection and update as a single run, so each seed of a K-seed run is exactly the run with
 that seed (tested). What K seeds in one process save is the start-up and compilation; the
-episodes are collected on the host either way. Continuous
-action spaces are rescaled to [-1, 1] and clipped there by wrappers, so agents work in
-one action range and `scripts/evaluate.py` sees the same env through `DatasetSpec.env_factory`.
+episodes are collected on the host either way.
 """
 
 from __future__ import annotations
@@ -169,17 +169,15 @@ class EpisodeSource:
 
     def train(self, state: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], list[dict[str, float]]]:
         singles, infos, rollouts = [], [], []
-        for index, envs in enumerate(self.envs):
-            single, info, rollout = self.train_seed(index, envs, seed_slice(state, index), length)
+        for index in range(len(self.envs)):
+            single, info, rollout = self.train_seed(index, seed_slice(state, index), length)
             singles.append(single)
             infos.append(info)
             rollouts.append(rollout)
         info = {name: jnp.stack([one[name] for one in infos]) for name in infos[0]}
         return stack_states(singles), info, rollouts
 
-    def train_seed(
-        self, index: int, envs: gym.vector.VectorEnv, single: LoopState, length: int
-    ) -> tuple[LoopState, dict[str, jax.Array], dict[str, float]]:
+    def train_seed(self, index: int, single: LoopState, length: int) -> tuple[LoopState, dict[str, jax.Array], dict[str, float]]:
         """`length` updates of seed `index`, each on episodes freshly collected from its envs."""
         infos, returns, lengths = [], [], []
         for _ in range(length):
@@ -187,7 +185,7 @@ class EpisodeSource:
             rng, collect_key, seed_key = jax.random.split(single.rng, 3)
             reset_seed = int(jax.random.randint(seed_key, (), 0, np.iinfo(np.int32).max))
             agent = single.agent
-            episodes = run_episodes(envs, lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
+            episodes = run_episodes(self.envs[index], lambda obs, key: agent.sample_actions(obs, key), collect_key, reset_seed)
             self.buffers[index] = self.add_rows(self.buffers[index], episode_rows(episodes, self.capacity))
             single, info = self.update(single.replace(rng=rng), self.buffers[index])
             infos.append(info)
