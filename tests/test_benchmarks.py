@@ -97,3 +97,22 @@ def test_extraction_claims_are_read_off_the_numbers():
         "AWR beats DDPG": "reproduced",
         "tanh vs clip at evaluation does not matter": "mixed",  # pure DDPG 10 vs 30
     }
+
+
+RECORDED_STUDIES = sorted((Path(__file__).resolve().parent.parent / "docs" / "results" / "extraction_study").iterdir())
+
+
+@pytest.mark.parametrize("directory", RECORDED_STUDIES, ids=lambda directory: directory.name)
+def test_recorded_extraction_study_tables_are_what_the_code_writes(directory: Path, tmp_path: Path):
+    """The committed studies that the notebook and docs/extraction_study_v2.md show: their tables
+    and claims are regenerated from their results.json by today's code, so a changed verdict rule
+    or table format cannot leave a stale recorded table behind (rerun write_tables / write_claims)."""
+    results = extraction_study.load_results(directory)
+    cells = [result["cell"] for result in results]
+    settings = json.loads((directory / "settings.json").read_text())
+    assert {(c["family"], c["maze"], c["noise"], c["method"]) for c in cells} == {
+        (family, maze, noise, method) for family in settings["families"] for maze in settings["mazes"]
+        for noise in settings["noises"] for method in settings["methods"]}
+    assert {c["steps"] for c in cells} == {settings["steps"]}
+    assert extraction_study.write_tables(cells, tmp_path) + "\n" == (directory / "results.md").read_text()
+    assert extraction_study.write_claims(cells, tmp_path) == (directory / "claims.md").read_text()
