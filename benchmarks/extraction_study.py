@@ -54,7 +54,9 @@ The 5k-update default is what the 24 umaze processes fit in on 2 shared CPU core
 1.5 h; the critic's mean Q is still rising there. On an H200, maze2d umaze at `--steps 50000
 --hidden-dims 256,256 --eval-episodes 50 --workers 12` trained in under 5 minutes and has
 converged (docs/extraction_study_v2.md); processes sharing a GPU are time-sliced, so the full
-budget costs about 2.8 GPU-minutes per process whatever `--workers` is.
+budget costs about 2.8 GPU-minutes per process whatever `--workers` is. maze2d medium and
+large at `--steps 10000 --workers 2` took 49 minutes on 2 idle CPU cores and had not converged.
+The recorded studies' outputs (without checkpoints) are in docs/results/extraction_study/.
 """
 
 from __future__ import annotations
