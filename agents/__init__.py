@@ -30,6 +30,7 @@ REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "sr": ("agents.sr", "SRAgent", {}),
     "fb": ("agents.fb", "FBAgent", {}),
     "td3bc": ("agents.td3bc", "TD3BCAgent", {}),
+    "bc": ("agents.bc", "BCAgent", {}),
 }
 
 

@@ -223,6 +223,7 @@ OPEN_UNIT_INTERVAL = ("expectile",)  # (0, 1)
 POSITIVE_INT_LISTS = ("hidden_dims",)
 CHOICES: dict[str, tuple[Any, ...]] = {
     "extraction": ("awr", "ddpg", "dawr"),
+    "policy_head": ("gaussian", "deterministic"),
     "actor_lr_schedule": ("cosine", "constant"),
     "eval_squash": ("tanh", "clip"),
     "tokenizer": ("kmeans", "bins"),
