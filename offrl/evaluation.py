@@ -194,8 +194,12 @@ def _step_keys(key: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
 
 
 def summarize_episodes(
-    episodes: dict[str, np.ndarray], normalize: Callable[[np.ndarray], np.ndarray | None] | None = None
+    episodes: dict[str, np.ndarray],
+    normalize: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    d4rl_normalize: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> dict[str, float]:
+    """Mean return, success and length; `normalize` gives `normalized_score` (offrl's reference
+    returns) and `d4rl_normalize` `d4rl_normalized_score` (D4RL's, where the task has a twin)."""
     returns = episodes["returns"]
     metrics = {
         "return_mean": float(returns.mean()),
@@ -212,6 +216,9 @@ def summarize_episodes(
         normalized = np.asarray(normalized)
         metrics["normalized_score"] = float(normalized.mean())
         metrics["normalized_score_std"] = float(normalized.std())
+    d4rl = d4rl_normalize(returns) if d4rl_normalize is not None else None
+    if d4rl is not None:
+        metrics["d4rl_normalized_score"] = float(np.mean(d4rl))
     return metrics
 
 

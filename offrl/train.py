@@ -27,7 +27,7 @@ from agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
-from offrl.envs import make_eval_vector_env, normalized_score
+from offrl.envs import d4rl_normalized_score, make_eval_vector_env, normalized_score
 from offrl.envs.spec import DatasetSpec
 from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
@@ -201,13 +201,15 @@ def score_of(result: dict[str, float]) -> float:
 
 
 def aggregate_over_seeds(summaries: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean over seeds of each final metric, and its spread across seeds (`<name>_seed_std`)."""
+    """Mean over seeds of each final metric, and its sample standard deviation across seeds
+    (`<name>_seed_std`, ddof 1)."""
     out: dict[str, float] = {}
-    for name in ("return_mean", "normalized_score", "success_rate", "length_mean", "steps_to_goal"):
+    for name in ("return_mean", "normalized_score", "d4rl_normalized_score", "success_rate", "length_mean", "steps_to_goal"):
         values = [summary[name] for summary in summaries if summary.get(name) is not None]
         if values:
             out[name] = float(np.mean(values))
-            out[f"{name}_seed_std"] = float(np.std(values))
+            # the sample spread (ddof 1), what a table of a few seeds should show
+            out[f"{name}_seed_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     out["episodes"] = int(sum(summary["episodes"] for summary in summaries))
     return out
 
@@ -479,7 +481,10 @@ class Evaluation:
         )
         results = []
         for member, seed_episodes, logger in zip(self.members, episodes, self.loggers):
-            results.append(summarize_episodes(seed_episodes, lambda returns: normalized_score(self.spec, returns)))
+            results.append(summarize_episodes(
+                seed_episodes, lambda returns: normalized_score(self.spec, returns),
+                lambda returns: d4rl_normalized_score(self.spec, returns),
+            ))
             if self.reference_actions is not None:
                 title = f"{self.config['agent']} {member_label(member)} step {step}"
                 logger.log_figure("eval/actions", action_scatter(self.reference_actions, seed_episodes["actions"][:2000], title), step)

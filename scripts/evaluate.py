@@ -93,7 +93,7 @@ def check_fb_options(args: argparse.Namespace, which: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from offrl.envs import normalized_score
+    from offrl.envs import d4rl_normalized_score, normalized_score
     from offrl.evaluation import evaluate_state, make_policy, summarize_episodes
     from offrl.logging import RunLogger
     from offrl.train import restore_run
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         state = state.replace(agent=state.agent.with_task(z))
     # The training loop's own evaluation, for one seed: the same episodes as the run's summary.
     rollouts = evaluate_state(state, experiment.spec, episodes, seed, deterministic, step)
-    metrics = {**summarize_episodes(rollouts, lambda r: normalized_score(experiment.spec, r)), "step": step}
+    metrics = {**summarize_episodes(
+        rollouts, lambda r: normalized_score(experiment.spec, r), lambda r: d4rl_normalized_score(experiment.spec, r)
+    ), "step": step}
     report = metrics if task is None else {**metrics, "task": task, "z": np.asarray(z).tolist()}
     print(json.dumps(report, indent=2))
     if args.json:

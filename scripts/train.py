@@ -26,7 +26,7 @@ def final_line(summary: dict[str, Any], run_dir: str) -> str:
     score = summary.get("normalized_score")
     headline = f"normalized score {score:.1f}" if score is not None else f"return {summary['return_mean']:.1f}"
     if "seeds" in summary:
-        spread = f"+- {summary['return_mean_seed_std']:.1f} across {len(summary['seeds'])} seeds"
+        spread = f"+- {summary['return_mean_seed_std']:.1f} (sample std) across {len(summary['seeds'])} seeds"
     else:
         spread = f"+- {summary['return_std']:.1f}"
     return (

@@ -46,7 +46,7 @@ def test_num_seeds_matches_single_seed_runs(small_umaze_id, two_seed_run, tmp_pa
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     returns = [row["return_mean"] for row in summary["seeds"]]
     assert summary["return_mean"] == pytest.approx(np.mean(returns))
-    assert summary["return_mean_seed_std"] == pytest.approx(np.std(returns))
+    assert summary["return_mean_seed_std"] == pytest.approx(np.std(returns, ddof=1))
     assert json.loads((run_dir / "summary.json").read_text())["episodes"] == 4 * 3
 
 

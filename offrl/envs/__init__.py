@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.wrappers.vector import TransformObservation
 
+from offrl.envs.scores import d4rl_maze2d_ref_scores
 from offrl.envs.scores import normalized_score as _normalized_score
 from offrl.envs.spec import DatasetSpec
 
@@ -123,7 +124,15 @@ def normalized_score(spec: DatasetSpec, returns: np.ndarray | float) -> np.ndarr
     return _normalized_score(returns, spec.ref_min_score, spec.ref_max_score)
 
 
+def d4rl_normalized_score(spec: DatasetSpec, returns: np.ndarray | float) -> np.ndarray | None:
+    """The return on D4RL's scale where offrl's task has a D4RL twin (the sparse maze2d datasets,
+    `offrl.envs.scores.d4rl_maze2d_ref_scores`), None elsewhere."""
+    reference = d4rl_maze2d_ref_scores(spec.name)
+    return None if reference is None else _normalized_score(returns, *reference)
+
+
 __all__ = [
+    "d4rl_normalized_score",
     "flat_dim",
     "flatten_observation",
     "flatten_observations",

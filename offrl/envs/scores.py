@@ -8,6 +8,8 @@ policy's average return and max an expert's. Normalized score =
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 _LOCOMOTION_REF = {
@@ -52,6 +54,19 @@ MAZE2D_REF_SCORES: dict[tuple[str, str], tuple[float, float]] = {
     ("large", "sparse"): (5.0650, 553.6550),
     ("large", "dense"): (31.0506, 577.3072),
 }
+
+
+def d4rl_maze2d_ref_scores(dataset_name: str) -> tuple[float, float] | None:
+    """D4RL's maze2d-<maze>-v1 reference returns for an offrl sparse maze2d dataset id
+    (`offrl/maze2d/umaze-v0`, `offrl/maze2d/large-noise1p0-v0`), None for any other dataset.
+
+    offrl's maze2d episodes have D4RL's lengths (300 / 600 / 800 steps) and D4RL's sparse reward
+    (1 within reach of the target at every step), so a return normalized with these is on the
+    scale of published D4RL maze2d tables; the data still comes from offrl's own generator, not
+    D4RL's file, so the comparison is of the task, not of the same rows. Dense datasets have no
+    such reference here."""
+    match = re.fullmatch(r"offrl/maze2d/(umaze|medium|large)(-noise[0-9p]+)?-v\d+", dataset_name)
+    return None if match is None else _MAZE2D_REF[f"maze2d-{match.group(1)}-v1"]
 
 
 def maze2d_ref_scores(maze: str, dense: bool) -> tuple[float, float]:
