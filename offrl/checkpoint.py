@@ -9,6 +9,13 @@ env (how to build it, its spaces and reference scores), the step's score and the
 time so far; so `offrl.train.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
 `scripts/export.py` need only the run directory.
 
+Each step also gets `MANIFEST`, the size and sha256 of each of its files, written once orbax has
+committed the step; `damage` checks it, and `find_checkpoint` and a resume use the newest intact
+step (the best intact one with --best), saying on stderr which damaged ones they passed over. A
+step whose meta promises a manifest that is missing was cut short; steps written before
+manifests carry no promise and are used unverified. One process at a time writes a run
+directory: `run_dir_lock`.
+
 Run directories written before (checkpoints/latest/<step> and checkpoints/best/<step>, no
 meta) still restore, through their dataset (`is_legacy`). Checkpoints of an older state
 layout (meta `format` below `META_FORMAT`) that no longer fit the agent fail with a
@@ -18,18 +25,25 @@ state on the current default device, so a checkpoint written on a GPU restores o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import importlib
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
+MANIFEST = "offrl_manifest.json"  # in each step directory: {"files": {path: {"bytes": n, "sha256": hex}}}
+LOCK_FILE = "run.lock"  # in the run directory: fcntl-locked by the process writing it, which writes its PID there
 # The meta and state layout new checkpoints are written in. 2: self-contained checkpoints;
 # 3: agent hyperparameters as state leaves (--vmap, merged in 5826318), so an IQL or FB state of
 # format 2 has a different pytree. Bump it with any change that stops older states restoring.
@@ -48,6 +62,14 @@ STORABLE_FACTORIES = (
 
 class CheckpointFormatError(ValueError):
     """A checkpoint in an older layout than this code restores (see `META_FORMAT`)."""
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose files do not match its manifest, or no intact checkpoint to use."""
+
+
+class RunDirInUseError(RuntimeError):
+    """Another process holds the run directory's lock."""
 
 
 def is_older_format(written: int | None) -> bool:
@@ -94,6 +116,8 @@ def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
         ]),
         create=True,
         enable_async_checkpointing=False,
+        # A kill during a save leaves <step>.orbax-checkpoint-tmp-*; the run lock makes it no other writer's.
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(Path(directory).resolve(), options=options)
 
@@ -108,7 +132,8 @@ class Checkpointer:
         self.meta = dict(meta or {})
 
     def save(self, step: int, state: Any, score: float | None = None, timing: dict[str, float] | None = None) -> None:
-        meta = {**self.meta, "step": int(step), "score": None if score is None else float(score), "timing": timing or {}}
+        meta = {**self.meta, "step": int(step), "score": None if score is None else float(score), "timing": timing or {},
+                "manifest": MANIFEST}  # the promise that lets `damage` tell a save cut short before its manifest
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -116,6 +141,7 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+        write_manifest(self.directory / str(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -135,11 +161,10 @@ def check_resumable(run_dir: Path) -> None:
                 "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
                 "(its dataset must be present) or start a new run"
             )
-        steps = _steps(directory / "checkpoints")
-        if steps:
-            written = read_meta(directory / "checkpoints", steps[-1]).get("format")
-            if is_older_format(written):
-                raise old_format_error(directory, written, "resume")
+        metas = (_readable_meta(directory / "checkpoints", step) for step in reversed(_steps(directory / "checkpoints")))
+        meta = next((meta for meta in metas if meta is not None), None)  # a damaged newest step must not hide the format
+        if meta is not None and is_older_format(meta.get("format")):
+            raise old_format_error(directory, meta.get("format"), "resume")
 
 
 def saved_step(run_dir: Path) -> int | None:
@@ -198,7 +223,12 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
             flag = "--best" if other == "best" else "no --best"
             raise FileNotFoundError(f"no {path.name} checkpoint in {path.parent}, but a {other} one exists: use {flag}")
         raise FileNotFoundError(f"no checkpoint in {path.parent} (neither latest/ nor best/ holds one)")
-    if path.name.isdigit() and (path.parent.name in LEGACY_MANAGERS or path.parent.name == "checkpoints"):
+    if path.name.isdigit() and path.parent.name in LEGACY_MANAGERS:
+        return path.parent, int(path.name)
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        problem = damage(path.parent, int(path.name))
+        if problem is not None:  # this step was asked for: no fallback
+            raise DamagedCheckpointError(f"{problem}; give the run directory to use its newest intact checkpoint")
         return path.parent, int(path.name)
     raise FileNotFoundError(
         f"{path} is neither a run directory (with checkpoints/) nor a checkpoint directory (RUN_DIR/checkpoints/STEP)"
@@ -206,16 +236,128 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
 
 
 def _pick_step(directory: Path, which: str) -> int:
-    """The latest step, or the best-scored one (the later of equal scores, as the manager keeps)."""
+    """The latest intact step, or the best-scored intact one (the later of equal scores, as the
+    manager keeps); one line on stderr names the damaged steps passed over."""
     steps = _steps(directory)
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {directory}: the run stopped before its first checkpoint")
     if which != "best":
-        return steps[-1]
-    scored = [(score, step) for step in steps if (score := read_meta(directory, step).get("score")) is not None]
-    if not scored:
-        raise FileNotFoundError(f"no scored checkpoint in {directory} (scores come from evaluations): use no --best")
-    return max(scored)[1]
+        candidates = steps[::-1]
+    else:
+        metas = {step: _readable_meta(directory, step) for step in steps}  # an unreadable meta has no score to rank by
+        scored = [(meta["score"], step) for step, meta in metas.items() if meta is not None and meta.get("score") is not None]
+        if not scored:
+            raise FileNotFoundError(f"no scored checkpoint in {directory} (scores come from evaluations): use no --best")
+        candidates = [step for _, step in sorted(scored, reverse=True)]
+    step, damaged = newest_intact([directory], candidates)
+    if step is None:
+        raise DamagedCheckpointError(f"no intact checkpoint in {directory}: {'; '.join(damaged)}; start a new run")
+    if damaged:
+        kind = "best" if which == "best" else "newest"
+        print(f"offrl: {'; '.join(damaged)}; using step {step}, the {kind} intact checkpoint", file=sys.stderr)
+    return step
+
+
+def newest_intact(manager_dirs: list[Path], candidates: list[int]) -> tuple[int | None, list[str]]:
+    """The first of `candidates` (steps, in order of preference) intact in every one of
+    `manager_dirs`, or None; and what is wrong with each one passed over."""
+    damaged = []
+    for step in candidates:
+        problems = [problem for directory in manager_dirs if (problem := damage(directory, step)) is not None]
+        if not problems:
+            return step, damaged
+        damaged.extend(problems)
+    return None, damaged
+
+
+def damage(manager_dir: Path, step: int) -> str | None:
+    """None if checkpoint `step` matches its manifest (or predates manifests), else one phrase
+    naming the step and the first file at fault."""
+    step_dir = Path(manager_dir) / str(step)
+    where = f"checkpoint step {step} in {Path(manager_dir)} is damaged"
+    manifest_path = step_dir / MANIFEST
+    if not manifest_path.is_file():
+        try:
+            meta = read_meta(manager_dir, step)
+        except (DamagedCheckpointError, FileNotFoundError):
+            return f"{where}: meta/metadata is missing or unreadable and there is no {MANIFEST}"
+        return f"{where}: {MANIFEST} is missing (the save was cut short)" if "manifest" in meta else None
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{where}: {MANIFEST} is unreadable"
+    for name, expected in sorted(files.items()):
+        path = step_dir / name
+        if not path.is_file():
+            return f"{where}: {name} is missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{where}: {name} has {size} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{where}: {name} differs from what was written (sha256)"
+    return None
+
+
+def write_manifest(step_dir: Path) -> None:
+    """Record the size and sha256 of every file of a committed step (see `damage`)."""
+    files = {
+        str(path.relative_to(step_dir)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(Path(step_dir).rglob("*")) if path.is_file() and path.name != MANIFEST
+    }
+    write_json_atomic(Path(step_dir) / MANIFEST, {"files": files})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_step(manager_dirs: list[Path]) -> int:
+    """The step a resume restores: the newest intact in every member's checkpoints (members
+    save together), 0 before the first checkpoint. Every step after it is removed, as the
+    resumed run writes those steps again (orbax will not overwrite a step); one line on stderr
+    names the damaged ones."""
+    common = set.intersection(*(set(_steps(directory)) for directory in manager_dirs))
+    step, damaged = newest_intact(manager_dirs, sorted(common, reverse=True))
+    if step is None and damaged:
+        raise DamagedCheckpointError(f"no intact checkpoint to resume from: {'; '.join(damaged)}; start a new run")
+    step = step or 0  # no step saved by every member: from scratch
+    if damaged:
+        print(f"offrl: {'; '.join(damaged)}; resuming from step {step}, the newest intact checkpoint "
+              "(the steps after it are removed and trained again)", file=sys.stderr)
+    for directory in manager_dirs:
+        for later in (s for s in _steps(directory) if s > step):
+            shutil.rmtree(directory / str(later))
+    return step
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s writer lock (creating the directory) until the block ends; another
+    holder gets `RunDirInUseError` at once. fcntl locks die with their process, so a killed
+    run leaves no stale lock; the file only keeps the last holder's PID for the message."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunDirInUseError(
+                f"run directory {run_dir} is in use by process {holder} (lock {path}); wait for it to end or give another --run-dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def restore(manager_dir: Path, step: int, target: Any) -> Any:
@@ -241,7 +383,17 @@ def read_meta(manager_dir: Path, step: int) -> dict[str, Any]:
     path = Path(manager_dir) / str(step) / "meta" / "metadata"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {Path(manager_dir) / str(step)} has no meta/: it is incomplete or not an offrl checkpoint")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise DamagedCheckpointError(f"checkpoint step {step} in {Path(manager_dir)} is damaged: meta/metadata is not JSON") from None
+
+
+def _readable_meta(manager_dir: Path, step: int) -> dict[str, Any] | None:
+    try:
+        return read_meta(manager_dir, step)
+    except (DamagedCheckpointError, FileNotFoundError):
+        return None
 
 
 def run_dir_of(manager_dir: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,6 +96,9 @@ class DatasetSource:
         )
         self.example_batch = transitions[np.sort(rows)].as_dict()
         self.description = f"on {config['dataset']} ({len(transitions)} transitions)"
+        if config["batch_size"] > len(transitions):  # allowed: `ReplayBuffer.sample` draws rows with replacement
+            print(f"offrl: warning: batch_size {config['batch_size']} is larger than the {len(transitions)} rows of "
+                  f"{config['dataset']}; batches sample rows with replacement, so each repeats rows", file=sys.stderr)
         self.updates_per_call = int(config["updates_per_call"])
         self.reference_actions = (
             transitions.actions[np.random.default_rng(0).choice(len(transitions), 2000)] if transitions.action_dim == 2 else None
@@ -296,11 +300,11 @@ def boundaries(total: int, *intervals: int) -> list[int]:
     return sorted(points)
 
 
-def resumed_from(checkpointer: ckpt.Checkpointer, step: int, config: dict[str, Any], spec: DatasetSpec) -> dict[str, float]:
+def resumed_from(manager_dir: Path, step: int, config: dict[str, Any], spec: DatasetSpec) -> dict[str, float]:
     """Say what a resume from `step` to `config["steps"]` updates changes (the steps, and any
     derived agent key they change), and return the run's time up to `step` as its checkpoint
     recorded it."""
-    meta = ckpt.read_meta(checkpointer.directory, step)
+    meta = ckpt.read_meta(manager_dir, step)
     steps, before = int(config["steps"]), int(meta["config"]["steps"])
     print(f"offrl: resumed from step {step}" + (f", now training to step {steps} (was {before})" if steps != before else ""))
     for key, value in derived_keys(meta["config"], spec).items():
@@ -361,11 +365,13 @@ def run(
         source = closed_at_exit(data_source(experiment, transitions))
         grid = check_vmap(parse_vmap(config.get("vmap")), config, experiment.agent_cls)
         states = initial_states(experiment, source, grid)  # before any write: a rejected config leaves no run directory
+        stack.enter_context(ckpt.run_dir_lock(Path(config["run_dir"])))  # the first write; held until the run ends
         members = start_run_dir(config, source, grid)
+        # Before the checkpoint managers open: a resume removes the steps after the one it restores.
+        states, prior = restored_states(states, members, experiment) if resume else (states, {})
         keep = config["keep_checkpoints"]
         metas = member_metas(config, members, source, spec)
         checkpointers = [closed_at_exit(ckpt.Checkpointer(m.directory, keep, meta)) for m, meta in zip(members, metas)]
-        states, prior = restored_states(states, checkpointers, members, experiment) if resume else (states, {})
         state = shard_seeds(stack_states(states))
         loggers = [closed_at_exit(RunLogger(m.directory, m.config, resume=resume, concurrent=len(members) > 1)) for m in members]
         evaluate = closed_at_exit(Evaluation(config, spec, members, loggers, source.reference_actions))
@@ -444,17 +450,18 @@ def member_metas(config: dict[str, Any], members: list[Member], source: DataSour
 
 
 def restored_states(
-    states: list[LoopState], checkpointers: list[ckpt.Checkpointer], members: list[Member], experiment: Experiment
+    states: list[LoopState], members: list[Member], experiment: Experiment
 ) -> tuple[list[LoopState], dict[str, float]]:
-    """Each member's state at the latest step all members saved (members save together; a kill
-    between two saves leaves the older step in every one), with the hyperparameters of the
-    config (`config_hparams`), metrics.jsonl cut back to it, and the run's time until then."""
-    saved_steps = {checkpointer.latest_step() for checkpointer in checkpointers}
-    restored = min(saved_steps) if None not in saved_steps else 0
+    """Each member's state at the newest step every member saved intact (members save together;
+    a kill between two saves leaves the older step in every one; `ckpt.resume_step`), with the
+    hyperparameters of the config (`config_hparams`), metrics.jsonl cut back to it, and the
+    run's time until then."""
+    directories = [member.directory / "checkpoints" for member in members]
+    restored = ckpt.resume_step(directories)
     prior: dict[str, float] = {}
     if restored:
-        states = [config_hparams(ckpt.restore(c.directory, restored, s), s) for c, s in zip(checkpointers, states)]
-        prior = resumed_from(checkpointers[0], restored, experiment.config, experiment.spec)
+        states = [config_hparams(ckpt.restore(d, restored, s), s) for d, s in zip(directories, states)]
+        prior = resumed_from(directories[0], restored, experiment.config, experiment.spec)
     for member in members:
         cut_metrics(member.directory, restored)
     return states, prior

@@ -2,9 +2,10 @@
 
     python scripts/make_dataset.py offrl/maze2d/umaze-v0 [--steps N] [--noise S] [--seed K]
     python scripts/make_dataset.py offrl/pointmaze/umaze-v1
+    python scripts/make_dataset.py offrl/pointmaze/umaze-v1 --force   # replace a damaged one
 
 `--steps` / `--noise` override what the id says and name the result by the canonical id
-for those settings. The store is `MINARI_DATASETS_PATH` (default ~/.minari/datasets).
+for those settings. A present dataset is kept unless `--force` rebuilds it. The store is `MINARI_DATASETS_PATH` (default ~/.minari/datasets).
 Several processes may build the same id at once: one builds, the others wait for it.
 """
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="number of transitions (default: the id's)")
     parser.add_argument("--noise", type=float, default=None, help="action-noise std (default: the id's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild it even if present (e.g. a truncated or corrupted file)")
     args = parser.parse_args(argv)
 
     try:
@@ -41,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if dataset_id != args.dataset_id:
         print(f"settings name the dataset {dataset_id}")
 
-    if maze_dataset_exists(dataset_id):
-        print(f"{dataset_id} is already present at {get_dataset_path(dataset_id)}")
+    if maze_dataset_exists(dataset_id) and not args.force:
+        print(f"{dataset_id} is already present at {get_dataset_path(dataset_id)} (--force rebuilds it)")
         return 0
     start = time.perf_counter()
-    dataset = ensure_maze_dataset(dataset_id, seed=args.seed, progress=True)
+    dataset = ensure_maze_dataset(dataset_id, seed=args.seed, progress=True, rebuild=args.force)
     metadata = dataset.storage.metadata
     print(
         f"{dataset_id}: {dataset.total_steps} steps, {dataset.total_episodes} episodes, "

@@ -47,7 +47,7 @@ def test_one_manager_keeps_the_latest_and_the_best_in_one_write(tmp_path):
     assert {path.name for path in (directory / "5").iterdir()} >= {"state", "meta"}
     assert ckpt.find_checkpoint(tmp_path, "latest") == (directory.resolve(), 5)
     assert ckpt.find_checkpoint(tmp_path, "best") == (directory.resolve(), 1)
-    assert ckpt.read_meta(directory, 1) == {"agent": "x", "step": 1, "score": 5.0, "timing": {}}
+    assert ckpt.read_meta(directory, 1) == {"agent": "x", "step": 1, "score": 5.0, "timing": {}, "manifest": ckpt.MANIFEST}
     restored = ckpt.restore(directory, 1, {"w": jnp.zeros(3)})
     np.testing.assert_array_equal(restored["w"], np.full(3, 1.0))
 

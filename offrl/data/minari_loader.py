@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from offrl.data.errors import DatasetError, DatasetNotFoundError
+from offrl.data.errors import DatasetError, DatasetNotFoundError, damaged_dataset_error
 from offrl.envs import flatten_observations
 from offrl.transitions import FIELDS, Transitions, make_transitions
 
@@ -58,10 +58,7 @@ def open_minari_dataset(dataset_id: str) -> minari.MinariDataset:
     try:
         return minari.load_dataset(dataset_id, download=False)
     except Exception as error:  # JSON, space-deserialization or storage errors: all mean a broken store
-        raise DatasetError(
-            f"Minari dataset {dataset_id!r} at {data_path} cannot be opened ({type(error).__name__}: {error}); "
-            f"check {data_path / 'metadata.json'} or delete the directory and fetch the dataset again."
-        ) from error
+        raise damaged_dataset_error(dataset_id, data_path / "metadata.json", f"cannot be opened ({type(error).__name__}: {error})") from error
 
 
 def load_minari(dataset_id: str) -> Transitions:
@@ -128,11 +125,8 @@ def read_minari_transitions(dataset: minari.MinariDataset) -> Transitions:
         )
     except DatasetError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise DatasetError(
-            f"Minari dataset {dataset.id!r}: reading {storage_file} failed ({type(error).__name__}: {error}); "
-            "the file is probably corrupt: delete the dataset directory and fetch or generate it again."
-        ) from error
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:  # h5py raises RuntimeError on corrupt blocks
+        raise damaged_dataset_error(dataset.id, storage_file, f"reading failed ({type(error).__name__}: {error})") from error
 
 
 def transitions_from_episodes(

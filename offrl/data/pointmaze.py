@@ -55,7 +55,7 @@ from minari.data_collector import EpisodeBuffer
 from minari.storage.datasets_root_dir import get_dataset_path
 from tqdm import tqdm
 
-from offrl.data.minari_loader import transitions_from_episodes, write_transitions_cache
+from offrl.data.minari_loader import open_minari_dataset, transitions_from_episodes, write_transitions_cache
 from offrl.envs.pointmaze import (
     GOAL_RADIUS,
     MAZES,
@@ -524,9 +524,9 @@ def _write_dataset(settings: MazeDatasetSettings, seed: int, progress: bool) -> 
     build_root = _build_root(dataset_id)
     # Anything here is left by a killed build: no other build of this id runs while we hold the lock.
     shutil.rmtree(build_root, ignore_errors=True)
-    if final_path.exists():
+    if final_path.exists():  # incomplete (no data/metadata.json), or replaced by a rebuild
         if progress:
-            print(f"removing an incomplete dataset directory {final_path} (no data/metadata.json)")
+            print(f"removing the dataset directory {final_path}")
         shutil.rmtree(final_path)
     rollout = collect_rollout(settings.maze, settings.noise, settings.steps, seed=seed, progress=progress)
     info = settings.info
@@ -623,15 +623,16 @@ def build_lock(dataset_id: str, notice: bool = True) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_maze_dataset(dataset_id: str, seed: int = 0, progress: bool = True) -> minari.MinariDataset:
+def ensure_maze_dataset(dataset_id: str, seed: int = 0, progress: bool = True, rebuild: bool = False) -> minari.MinariDataset:
     """Load a built-in dataset from the local store, building it first if it is not there
-    (under its canonical id). Concurrent callers build it once; the others wait for it."""
+    (under its canonical id), or in any case with `rebuild` (a damaged one). Concurrent
+    callers build it once; the others wait for it."""
     settings = resolve_maze_id(dataset_id)
     dataset_id = settings.dataset_id
-    if not maze_dataset_exists(dataset_id):
+    if rebuild or not maze_dataset_exists(dataset_id):
         with build_lock(dataset_id, notice=progress):
-            if not maze_dataset_exists(dataset_id):  # another process may have built it meanwhile
+            if rebuild or not maze_dataset_exists(dataset_id):  # another process may have built it meanwhile
                 if progress:
-                    print(f"building {dataset_id} (first use) into {get_dataset_path(dataset_id)}", flush=True)
+                    print(f"building {dataset_id} ({'rebuild' if rebuild else 'first use'}) into {get_dataset_path(dataset_id)}", flush=True)
                 _write_dataset(settings, seed, progress)
-    return minari.load_dataset(dataset_id)
+    return open_minari_dataset(dataset_id)

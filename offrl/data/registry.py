@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from offrl.data.errors import DatasetError, DatasetNotFoundError
+from offrl.data.errors import BUILTIN_PREFIXES, DatasetError, DatasetNotFoundError
 from offrl.data.d4rl import (
     apply_reward_convention,
     check_against_spaces,
@@ -48,7 +48,6 @@ from offrl.envs.spec import DatasetSpec
 from offrl.transitions import Transitions
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
-BUILTIN_PREFIXES = ("offrl/maze2d/", "offrl/pointmaze/")
 D4RL_LOCOMOTION_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 
 
