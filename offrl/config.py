@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_DATASET = "offrl/pointmaze/umaze-v1"
+DEFAULT_DATASET = "offrl/maze2d/umaze-v0"
 
 def option(default: Any, doc: str, *, derive: Callable[[dict[str, Any], Any], Any] | None = None) -> Any:
     """A config dataclass field with its one line of doc, which `--help` prints.
@@ -82,6 +82,9 @@ class RunConfig:
     run_dir: str | None = option(None, "where the run is written; null: runs/<agent>/<dataset>/<seed>-<time>")
     resume: str | None = option(None, "a run directory to continue from its latest checkpoint")
     normalize_observations: bool = option(False, "standardize observations by the dataset's per-dim mean and std")
+    reward_shift: float = option(
+        0.0, "added to every dataset reward before training, not to the evaluation's return (maze2d -1: rewards -1 / 0)"
+    )
     updates_per_call: int = option(1000, "updates fused into one jitted lax.scan; also the logging interval")
     eval_interval: int | None = option(None, "updates between evaluations; null: every 10% of training")
     eval_episodes: int = option(50, "episodes per evaluation")

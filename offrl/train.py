@@ -87,6 +87,10 @@ class DatasetSource:
             raise cfg.ConfigError(
                 f"dataset {spec.name!r} has no known evaluation env; give one with --env ENV_ID (a gymnasium id, e.g. Hopper-v5)"
             )
+        if config.get("reward_shift", 0.0):
+            # Without terminals a constant shift moves every Q by shift / (1 - gamma) and leaves
+            # the optimal policy alone; it changes where the critic starts relative to its targets.
+            transitions = Transitions(**{**transitions.as_dict(), "rewards": transitions.rewards + config["reward_shift"]})
         self.normalizer: tuple[np.ndarray, np.ndarray] | None = None
         if config["normalize_observations"]:
             self.normalizer = observation_statistics(transitions.observations)

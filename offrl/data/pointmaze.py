@@ -481,6 +481,30 @@ def reference_returns(
     return returns
 
 
+def controller_discounted_value(
+    maze: str, discount: float = 0.99, episodes: int = 50, seed: int = MAZE2D_REF_SEED, horizon: int = 1000
+) -> np.ndarray:
+    """The value of reaching the target and staying, V(s0) = sum_t discount^t r_t of the noiseless
+    controller from the evaluation env's start states (seeds seed, seed + 1, ...), sparse
+    reward, over `horizon` steps, past the evaluation's time limit (the data has no terminals, so
+    a critic's Q estimates this infinite-horizon sum; 0.99^1000 < 5e-5). What a maze2d
+    critic's mean Q should approach under an optimal policy, per start state."""
+    env = make_maze2d_env(maze, max_episode_steps=horizon)
+    controller = controller_for(env)
+    target = MAZES[maze].cell_center(MAZES[maze].target_cell)
+    values = np.zeros(episodes)
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            controller.reset()
+            for step in range(horizon):
+                obs, reward, _, _, _ = env.step(controller.clipped(obs, target))
+                values[episode] += discount**step * float(reward)
+    finally:
+        env.close()
+    return values
+
+
 def measure_maze2d_ref_scores(
     maze: str, episodes: int = MAZE2D_REF_EPISODES, seed: int = MAZE2D_REF_SEED
 ) -> dict[str, tuple[float, float]]:

@@ -143,7 +143,8 @@ class MazeTaskEnv(gym.Wrapper):
 
 
 def make_maze2d_env(
-    maze: str, dense: bool = False, render_mode: str | None = None, goal_cell: Cell | None = None
+    maze: str, dense: bool = False, render_mode: str | None = None, goal_cell: Cell | None = None,
+    max_episode_steps: int | None = None,
 ) -> gym.Env:
     """The maze2d evaluation env: fixed target at `goal_cell` (default the maze's target),
     random start cells, continuing, the D4RL episode length. `goal_cell` other than the
@@ -155,7 +156,7 @@ def make_maze2d_env(
         reward_type="dense" if dense else "sparse",
         continuing_task=True,
         reset_target=False,
-        max_episode_steps=info.episode_steps,
+        max_episode_steps=info.episode_steps if max_episode_steps is None else max_episode_steps,
         render_mode=render_mode,
     )
     return MazeTaskEnv(env, [(None, goal)], goal_in_observation=False)
