@@ -70,7 +70,7 @@ def test_help_line_shows_type_default_and_doc_and_the_default_agent_is_iql_ddpg(
 def test_help_for_an_unknown_agent_is_one_line_naming_the_valid_ones(capsys):
     assert main_guard(lambda: train_script.main(["--agent", "iql-typo", "--help"])) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown agent 'iql-typo'; valid agents: fb,") and err.count("\n") == 1
+    assert err.startswith("error: unknown agent 'iql-typo'; valid agents: bc, fb,") and err.count("\n") == 1
 
 
 def test_a_field_without_a_doc_is_refused():

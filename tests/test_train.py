@@ -136,7 +136,7 @@ def test_evaluate_says_which_checkpoint_is_missing(tmp_path, capsys, checkpoints
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--agent", "sac"], "valid agents: fb, iql-awr, iql-dawr, iql-ddpg"),
+        (["--agent", "sac"], "valid agents: bc, fb, iql-awr, iql-dawr, iql-ddpg"),
         (["--agent", "iql-ddpg", "--expectil", "0.9"], "unknown config key 'expectil'; valid keys:"),
         (["--agent", "iql-ddpg", "--expectile", "high"], "expects float"),
         (["--agent", "iql-ddpg", "--dataset", "offrl/nonexistent-v0"], "offrl/maze2d/umaze-v0"),
