@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -333,6 +335,7 @@ def bandit_batch(n: int = 2048, seed: int = 0) -> dict[str, jax.Array]:
 BANDIT_OPTIMUM = np.array([0.5, -0.3], np.float32)
 
 
+@functools.lru_cache(maxsize=None)  # the expectile and beats-the-data tests share the iql-awr 0.9 run
 def train_on_bandit(name: str, expectile: float, updates: int = 2000):
     cls, config = get_agent(name)
     config.update(hidden_dims=(64, 64), expectile=expectile, actor_lr_schedule="constant",
