@@ -1,9 +1,9 @@
 """Gather this study's runs into small raw files and its tables.
 
-    python studies/iql_maze2d/collect.py RUNS_ROOT
+    python studies/iql_maze2d/collect.py RUNS_ROOT BUDGET
 
 RUNS_ROOT holds the run directories the commands in README.md write (RUNS_ROOT/<arm>/...). For
-every arm and seed, `raw/<arm>/seed<k>.json` keeps the run's settings, its final summary and its
+every arm and seed, `raw/<BUDGET>/<arm>/seed<k>.json` keeps the run's settings, its final summary and its
 curves (evaluation score, D4RL score and success at every evaluation; the critic's mean Q on
 batches at every logged chunk); `tables.md` is rebuilt from those raw files alone, so
 `python studies/iql_maze2d/collect.py --tables` re-derives it with no run directory present.
@@ -58,12 +58,12 @@ def raw_record(seed_dir: Path) -> dict:
     }
 
 
-def collect(runs_root: Path) -> None:
+def collect(runs_root: Path, budget: str) -> None:
     for arm_dir in sorted(path for path in runs_root.iterdir() if path.is_dir()):
         for member, directories in seed_dirs(arm_dir).items():
             name = arm_dir.name + (f"/{member}" if member else "")
             for directory in directories:
-                target = RAW / name / f"{directory.name}.json"
+                target = RAW / budget / name / f"{directory.name}.json"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(raw_record(directory), indent=1) + "\n")
 
@@ -90,6 +90,6 @@ def tables() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--tables"]:
-        collect(Path(sys.argv[1]))
+        collect(Path(sys.argv[1]), sys.argv[2])
     (HERE / "tables.md").write_text(tables())
     print((HERE / "tables.md").read_text())
