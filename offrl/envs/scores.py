@@ -62,9 +62,10 @@ def d4rl_maze2d_ref_scores(dataset_name: str) -> tuple[float, float] | None:
 
     offrl's maze2d episodes have D4RL's lengths (300 / 600 / 800 steps) and D4RL's sparse reward
     (1 within reach of the target at every step), so a return normalized with these is on the
-    scale of published D4RL maze2d tables; the data still comes from offrl's own generator, not
-    D4RL's file, so the comparison is of the task, not of the same rows. Dense datasets have no
-    such reference here."""
+    scale of published D4RL maze2d tables. Two differences remain: the data comes from offrl's own
+    generator, not D4RL's file, and the reward radius is gymnasium-robotics' 0.45, not D4RL's 0.5, so
+    the same path earns a little less here (the score is, if anything, conservative). Dense
+    datasets have no such reference here."""
     match = re.fullmatch(r"offrl/maze2d/(umaze|medium|large)(-noise[0-9p]+)?-v\d+", dataset_name)
     return None if match is None else _MAZE2D_REF[f"maze2d-{match.group(1)}-v1"]
 
