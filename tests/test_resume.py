@@ -87,7 +87,7 @@ def finished_run(small_umaze_id, tmp_path_factory):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--expectile", "0.8"], "expectile is 0.7 in the run but 0.8 was given"),
+        (["--expectile", "0.8"], "expectile is 0.9 in the run but 0.8 was given"),
         (["--seed", "5"], "seed is 0 in the run but 5 was given"),
         (["--dataset", "offrl/maze2d/medium-v0"], "start a new run to change dataset"),
         (["--steps", "100"], "--steps 100 is below step 200 the run has reached"),

@@ -17,17 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from offrl.envs.scores import d4rl_maze2d_ref_scores
+
 HERE = Path(__file__).resolve().parent
 RAW = HERE / "raw"
-# D4RL maze2d-umaze-v1's reference returns (offrl/envs/scores.py); offrl's episodes have D4RL's
-# 300 steps and sparse reward, so a return converts directly.
-D4RL_UMAZE = (23.85, 161.86)
 SETTINGS = ("agent", "dataset", "steps", "hidden_dims", "batch_size", "expectile", "temperature", "bc_weight",
             "actor_lr_schedule", "normalize_observations", "layer_norm", "reward_shift", "policy_head", "alpha")
 
 
-def d4rl_score(returns: float) -> float:
-    return 100.0 * (returns - D4RL_UMAZE[0]) / (D4RL_UMAZE[1] - D4RL_UMAZE[0])
+def d4rl_score(returns: float, dataset: str) -> float:
+    """D4RL's normalization of a return (offrl.envs.scores.d4rl_maze2d_ref_scores): runs from
+    before `d4rl_normalized_score` was logged convert the same way."""
+    low, high = d4rl_maze2d_ref_scores(dataset)
+    return 100.0 * (returns - low) / (high - low)
 
 
 def seed_dirs(arm_dir: Path) -> dict[str, list[Path]]:
@@ -44,7 +46,7 @@ def raw_record(seed_dir: Path) -> dict:
     summary = json.loads((seed_dir / "summary.json").read_text())
     rows = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     evaluations = [
-        {"step": row["step"], "normalized_score": row["eval/normalized_score"], "d4rl_normalized_score": d4rl_score(row["eval/return_mean"]),
+        {"step": row["step"], "normalized_score": row["eval/normalized_score"], "d4rl_normalized_score": d4rl_score(row["eval/return_mean"], config["dataset"]),
          "success_rate": row["eval/success_rate"]}
         for row in rows if "eval/normalized_score" in row
     ]
@@ -52,7 +54,7 @@ def raw_record(seed_dir: Path) -> dict:
     return {
         "settings": {key: config.get(key) for key in SETTINGS if key in config},
         "summary": {key: summary[key] for key in ("normalized_score", "return_mean", "success_rate", "episodes", "steps", "seed")},
-        "d4rl_normalized_score": d4rl_score(summary["return_mean"]),
+        "d4rl_normalized_score": d4rl_score(summary["return_mean"], config["dataset"]),
         "evaluations": evaluations,
         "mean_q": mean_q,
     }
