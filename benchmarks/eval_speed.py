@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from agents import get_agent
+from offrl.agents import get_agent
 from offrl.envs import flat_dim, make_env, make_eval_vector_env
 from offrl.envs.spec import DatasetSpec
 from offrl.evaluation import evaluate_seeds

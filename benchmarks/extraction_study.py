@@ -21,7 +21,7 @@ Extractions (the table's `method` column):
 
 One process per (family, maze, noise, extraction) trains every seed (`--num-seeds`); DDPG+BC and
 pure DDPG share one process (`--vmap bc_weight=0.1,0.0`), so 4 processes per dataset. They run
-through the sweep runner (`configs/sweeps/policy_extraction.yaml` gives the program and command),
+through the sweep runner (`sweeps/policy_extraction.yaml` gives the program and command),
 one at a time by default. Every run evaluates `eval_interval`-periodically and logs the critic's
 mean Q and AWR's policy std, so the learning curves come from its metrics.jsonl. Then each
 method's final checkpoints are probed at a fixed sample of dataset states:
@@ -89,7 +89,7 @@ from offrl.train import restore_run
 from offrl.vmap import combination_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SWEEP_FILE = REPO_ROOT / "configs" / "sweeps" / "policy_extraction.yaml"
+SWEEP_FILE = REPO_ROOT / "sweeps" / "policy_extraction.yaml"
 FAMILIES = ("maze2d", "pointmaze")
 MAZES = ("umaze", "medium", "large")
 PROBE_STATES = 2000

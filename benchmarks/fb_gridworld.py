@@ -14,7 +14,7 @@ same 50k uniform-policy steps with the same losses (`measure_loss`,
 `orthonormality_loss`), greedy next action, min over twin target heads, d, batch, tau and
 gamma:
 
-* network: `agents/fb.py` with the settings of the four-rooms slow test (d=128, 256 wide,
+* network: `offrl/agents/fb.py` with the settings of the four-rooms slow test (d=128, 256 wide,
   batch 512, Adam 1e-3, tau 0.05);
 * table: F a free table over (goal, state, action) with z = B(goal), B a free table over
   states, Adam `--table-lr` (a table entry moves only when sampled, hence the larger
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -39,9 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.fb import (  # noqa: E402
+from offrl.agents.fb import (
     DEFAULT_CONFIG,
     FBAgent,
     forward_at_actions,
@@ -51,8 +48,8 @@ from agents.fb import (  # noqa: E402
     orthonormality_loss,
     project_to_sphere,
 )
-from offrl.buffer import ReplayBuffer  # noqa: E402
-from offrl.envs.gridworld import (  # noqa: E402
+from offrl.buffer import ReplayBuffer
+from offrl.envs.gridworld import (
     CORRIDOR_MAZE,
     CORRIDOR_MAZE_WIDE,
     FOUR_ROOMS,
@@ -62,8 +59,8 @@ from offrl.envs.gridworld import (  # noqa: E402
     goal_reaching_success,
     horizon_gamma,
 )
-from offrl.loop import LoopState, make_train_chunk  # noqa: E402
-from offrl.networks import polyak_update  # noqa: E402
+from offrl.loop import LoopState, make_train_chunk
+from offrl.networks import polyak_update
 
 NETWORK_CONFIG = {
     "discrete_actions": 4,
@@ -82,7 +79,7 @@ LAYOUTS = {"four-rooms": FOUR_ROOMS, "corridor": CORRIDOR_MAZE, "corridor-wide":
 def network_checkpoints(
     env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, config: dict[str, Any], seed: int = 0
 ) -> list[dict[str, float]]:
-    """Success of `agents/fb.py` (overall and by shortest-path band) after every `every` updates."""
+    """Success of `offrl/agents/fb.py` (overall and by shortest-path band) after every `every` updates."""
     agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(seed), 2), jax.random.PRNGKey(seed))
     state = LoopState.initial(agent, jax.random.PRNGKey(seed + 1), env.num_states)
     train_chunk = make_train_chunk(FBAgent, every)
@@ -200,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.lr_schedule} learning rate, seed {args.seed}; "
           f"network {network_seconds:.0f} s, table {table_seconds:.0f} s")
     bands = [key for key in network[0] if key != "all"]
-    print("| updates | network F (agents/fb.py) | " + " | ".join(f"{band} moves" for band in bands)
+    print("| updates | network F (offrl/agents/fb.py) | " + " | ".join(f"{band} moves" for band in bands)
           + ("" if args.no_table else " | table F | network / table") + " |")
     print("|---|---|" + "---|" * len(bands) + ("" if args.no_table else "---|---|"))
     for i, net in enumerate(network):

@@ -49,8 +49,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from agents.fb import infer_z_from_reward_fn, pointmaze_value_map
-from agents.fb_tasks import value_landscape_figure
+from offrl.agents.fb import infer_z_from_reward_fn, pointmaze_value_map
+from offrl.agents.fb_tasks import value_landscape_figure
 from offrl.cli import main_guard
 from offrl.data.pointmaze import pointmaze_dataset_id
 from offrl.envs import make_eval_vector_env

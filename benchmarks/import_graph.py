@@ -1,11 +1,11 @@
-"""The import graph of offrl/, agents/ and scripts/, and its cycles (docs/architecture.md).
+"""The import graph of offrl/ and scripts/, and its cycles (docs/architecture.md).
 
     python benchmarks/import_graph.py [REPO_ROOT]
 
 Reads the source with `ast` (nothing is imported). An edge marked `*` is an import made inside
 a function (at call time), `+` one under `if TYPE_CHECKING:` (annotations only, never run).
 Cycles are the strongly connected groups of the runtime edges (top-level and `*`), once per
-module and once with the offrl.data.* and offrl.envs.* modules collapsed into their packages.
+module and once with every subpackage's modules (offrl.agents.*, offrl.data.*, ...) collapsed into it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ RANK = {"": 0, "*": 1, "+": 2}  # an edge keeps its strongest kind: top level, t
 
 
 def module_paths(root: Path) -> dict[str, Path]:
-    paths = [*root.glob("offrl/**/*.py"), *root.glob("agents/*.py"), *root.glob("scripts/*.py")]
+    paths = [*root.glob("offrl/**/*.py"), *root.glob("scripts/*.py")]
     return {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p for p in paths}
 
 
@@ -103,16 +103,21 @@ def main(root: Path) -> None:
         print("  " + " <-> ".join(group) + "  (" + "; ".join(
             f"{a} -> {b}{edges[a][b]}" for a in group for b in sorted(runtime[a]) if b in group) + ")")
 
-    print("package cycles (offrl.data.*, offrl.envs.* collapsed):")
-    for group in cycles(collapse_packages(runtime)):
+    print("package cycles (each subpackage's modules collapsed into it):")
+    for group in cycles(collapse_packages(runtime, subpackages(root))):
         print("  " + " <-> ".join(group))
 
 
-def collapse_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """The graph with every offrl.data.* module merged into offrl.data, offrl.envs.* into offrl.envs."""
+def subpackages(root: Path) -> list[str]:
+    """offrl's subpackages (offrl.agents, offrl.data, ...): the folders with an __init__.py below offrl/."""
+    return sorted(".".join(p.parent.relative_to(root).parts) for p in root.glob("offrl/*/__init__.py"))
+
+
+def collapse_packages(graph: dict[str, set[str]], packages: list[str]) -> dict[str, set[str]]:
+    """The graph with every module of each package in `packages` merged into that package."""
 
     def package(module: str) -> str:
-        return ".".join(module.split(".")[:2]) if module.startswith(("offrl.data", "offrl.envs")) else module
+        return next((p for p in packages if module == p or module.startswith(p + ".")), module)
 
     collapsed: dict[str, set[str]] = {}
     for module, targets in graph.items():

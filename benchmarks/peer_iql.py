@@ -14,7 +14,7 @@ Settings are matched (`MATCHED`): 256x256 GELU networks, batch 256, Adam 3e-4 fo
 network with a cosine decay of the actor's rate over the run, expectile 0.7, temperature
 3, max weight 100, gamma 0.99, tau 0.005, two Q heads (min for the value target and the
 advantage). Both actors are Gaussians with a tanh on the mean, evaluated at the mean.
-offrl's actor keeps its own defaults (the actor_* keys, see agents/iql.py); `--offrl KEY=VALUE`
+offrl's actor keeps its own defaults (the actor_* keys, see offrl/agents/iql.py); `--offrl KEY=VALUE`
 overrides any offrl key for ablations. Both are evaluated by offrl's evaluation, on the same
 environment seeds (those `scripts/train.py --seed K` uses), the d3rlpy policy wrapped as an
 action function. Updates/s is training only (sampling included, evaluation excluded), and

@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,6 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = {"with baseline": True, "without baseline": False}
 # Mean greedy return that counts as solved: CartPole's customary 490 of 500 (the issue's

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from agents import get_agent
+from offrl.agents import get_agent
 from offrl.buffer import ReplayBuffer
 from offrl.loop import LoopState, make_train_chunk
 from offrl.transitions import make_transitions

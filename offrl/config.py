@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_DATASET = "offrl/maze2d/umaze-v0"
 
 def option(default: Any, doc: str, *, derive: Callable[[dict[str, Any], Any], Any] | None = None) -> Any:
@@ -360,8 +360,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def preset_paths(agent_family: str, data_family: str) -> list[Path]:
-    """Presets that apply, general first: configs/<agent family>/<dataset or env family>.yaml."""
-    path = CONFIG_DIR / agent_family / f"{data_family}.yaml"
+    """Presets that apply, general first: offrl/presets/<agent family>/<dataset or env family>.yaml."""
+    path = PRESET_DIR / agent_family / f"{data_family}.yaml"
     return [path] if path.is_file() else []
 
 

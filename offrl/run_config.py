@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents import agent_config_class, get_agent
+from offrl.agents import agent_config_class, get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 

@@ -1,6 +1,6 @@
 """W&B sweep files, run locally: expand grid / random sweeps and run them in worker processes.
 
-The same `configs/sweeps/*.yaml` drives `wandb sweep` + `wandb agent` (W&B's server
+The same `sweeps/*.yaml` drives `wandb sweep` + `wandb agent` (W&B's server
 chooses the parameters) and `scripts/sweep.py` (no server: parameters are expanded
 here). Both launch `scripts/train.py` with one `--key=value` per parameter, formatted
 exactly as W&B's `${args}` macro does (`f"--{key}={value}"`), so a sweep that runs
@@ -40,7 +40,6 @@ from typing import Any, Callable
 from offrl.config import RUN_DEFAULTS, ConfigError, _coerce, load_yaml
 from offrl.vmap import combination_name, format_vmap
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_FIELDS = ("return_mean", "return_std", "normalized_score", "success_rate", "episodes", "steps",
                   "updates_per_second", "wall_seconds")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
@@ -176,7 +175,7 @@ def plan(sweep: dict[str, Any], out: Path, count: int | None = None, seed: int =
 def _agent_info(agent: str) -> tuple[tuple[str, ...], dict[str, Any], bool]:
     """(batchable keys, default config, online) of a registered agent; an unknown agent batches
     nothing (its run fails with train.py's own error)."""
-    from agents import get_agent
+    from offrl.agents import get_agent
 
     try:
         cls, defaults = get_agent(agent)
@@ -271,14 +270,19 @@ def build_command(sweep: dict[str, Any], spec: RunSpec, sets: dict[str, str], wa
     A run with a checkpoint but no summary was interrupted: it continues with `--resume`,
     which restores its saved config, so no other override is passed.
     """
-    program = Path(sweep["program"])  # like `wandb agent`: relative to the working directory, else the repo's
-    program = program.resolve() if program.exists() else REPO_ROOT / program
+    program = Path(sweep["program"])  # like `wandb agent`: relative to the working directory
+    if program.exists():
+        program_args = [str(program.resolve())]
+    elif program.stem == "train":  # e.g. scripts/train.py run from outside a checkout: the installed trainer
+        program_args = ["-m", "offrl.cli.train"]
+    else:
+        raise SweepError(f"sweep program {program} does not exist (relative to {Path.cwd()}); run from the directory it is relative to")
     if has_checkpoint(spec):
         args = [f"--resume={spec.run_dir}"]
     else:
         args = [f"--wandb.mode={wandb_mode}", *format_args(spec.params),
                 *(f"--{key}={value}" for key, value in sets.items()), f"--run_dir={spec.run_dir}"]
-    macros = {"${interpreter}": [sys.executable], "${program}": [str(program)], "${args}": args}
+    macros = {"${interpreter}": [sys.executable], "${program}": program_args, "${args}": args}
     command = []
     for token in sweep.get("command", DEFAULT_COMMAND):
         if token == "${env}":
@@ -499,9 +503,8 @@ def prepare_datasets(specs: list[RunSpec], sets: dict[str, str], workers: int) -
     if not missing:
         return
     print(f"sweep: building {len(missing)} dataset(s) first: {', '.join(missing)}", flush=True)
-    script = REPO_ROOT / "scripts" / "make_dataset.py"
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        codes = list(executor.map(lambda i: subprocess.run([sys.executable, str(script), i]).returncode, missing))
+        codes = list(executor.map(lambda i: subprocess.run([sys.executable, "-m", "offrl.cli.make_dataset", i]).returncode, missing))
     failed = [i for i, code in zip(missing, codes) if code != 0]
     if failed:
         print(f"sweep: could not build {', '.join(failed)}; their runs will fail", flush=True)

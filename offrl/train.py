@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents import get_agent
+from offrl.agents import get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics

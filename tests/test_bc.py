@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import get_agent
-from agents.iql import awr_loss
+from offrl.agents import get_agent
+from offrl.agents.iql import awr_loss
 
 from test_train import tiny_config
 

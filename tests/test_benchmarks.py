@@ -7,17 +7,12 @@ verdicts are checked on made-up numbers."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import extraction_study  # noqa: E402
-import fb_gridworld  # noqa: E402
-import fb_zero_shot  # noqa: E402
+from benchmarks import extraction_study, fb_gridworld, fb_zero_shot
 
 
 @pytest.mark.slow

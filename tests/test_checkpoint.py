@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -23,9 +22,8 @@ from offrl.train import experiment_from_meta, restore_run, run
 
 from test_train import leaves, tiny_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import evaluate as evaluate_script  # noqa: E402
-import train as train_script  # noqa: E402
+from offrl.cli import evaluate as evaluate_script
+from offrl.cli import train as train_script
 
 
 @pytest.fixture(scope="module")

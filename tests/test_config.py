@@ -3,8 +3,6 @@ run directory exists."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,8 +12,7 @@ from offrl import config as cfg
 from offrl.cli import main_guard
 from offrl.run_config import resolve_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import train as train_script  # noqa: E402
+from offrl.cli import train as train_script
 
 
 @pytest.mark.parametrize(
@@ -99,7 +96,7 @@ def test_default_command_trains_on_maze2d_umaze_with_the_preset():
     from offrl.data import dataset_family
 
     config = resolve_config({"agent": "iql-ddpg"})
-    preset = cfg.load_yaml(cfg.CONFIG_DIR / "iql" / "maze2d.yaml")
+    preset = cfg.load_yaml(cfg.PRESET_DIR / "iql" / "maze2d.yaml")
     assert config["dataset"] == cfg.DEFAULT_DATASET and dataset_family(cfg.DEFAULT_DATASET) == "maze2d"
     assert config["steps"] == preset["steps"] == 20_000
     assert config["actor_lr_schedule"] == "constant" and config["normalize_observations"]

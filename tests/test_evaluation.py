@@ -51,7 +51,7 @@ def test_long_episodes_cross_key_chunks() -> None:
 
 
 def test_evaluation_policy_compiles_once_per_run() -> None:
-    from agents import get_agent
+    from offrl.agents import get_agent
     from offrl.evaluation import _seeds_actions, evaluate_seeds
     from offrl.loop import LoopState, stack_states
 

@@ -26,8 +26,7 @@ from offrl.train import restore_run, run
 
 from test_train import tiny_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import export as export_script  # noqa: E402
+from offrl.cli import export as export_script
 
 # Loads the artefact and acts on saved observations in a process that never imports offrl.
 STANDALONE = textwrap.dedent(

@@ -23,10 +23,9 @@ from offrl.train import DatasetSource, build_experiment, restore_run, run
 from test_train import leaves, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import evaluate as evaluate_script  # noqa: E402
-import make_dataset as make_dataset_script  # noqa: E402
-import train as train_script  # noqa: E402
+from offrl.cli import evaluate as evaluate_script
+from offrl.cli import make_dataset as make_dataset_script
+from offrl.cli import train as train_script
 
 # Checkpoints at 100, 200, 300 (all scored); the full run is 400 updates.
 SETTINGS = {"agent": "iql-ddpg", "steps": 400, "checkpoint_interval": 100, "eval_interval": 100, "hidden_dims": [16, 16]}

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.fb import (
+from offrl.agents.fb import (
     FBAgent,
     goal_policies,
     infer_z_from_goal,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.fb import FBAgent
+from offrl.agents.fb import FBAgent
 from offrl import config as cfg
 from offrl.run_config import resolve_config
 from offrl.train import restore_run, run
@@ -106,11 +106,7 @@ def test_dims_from_the_command_line_and_validation():
 def test_zero_shot_benchmark_matches_networks_and_reports_spread():
     """benchmarks/fb_zero_shot.py's --width gives FB and IQL the same widths and depth, and its
     per-seed statistics count steps to the goal only over the episodes that reached it."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import fb_zero_shot
+    from benchmarks import fb_zero_shot
 
     widths = fb_zero_shot.width_overrides(64)
     fb = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1", **widths["fb"]})

@@ -1,5 +1,5 @@
 """FB's dataset-reward task: the z the training loop's evaluation acts on for reward-labelled,
-non-goal-conditioned data (`eval_task: "rewards"`, agents/fb.py)."""
+non-goal-conditioned data (`eval_task: "rewards"`, offrl/agents/fb.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.fb import FBAgent, infer_z_from_rewards
+from offrl.agents.fb import FBAgent, infer_z_from_rewards
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import GridWorld, collect_uniform_dataset
 from offrl.evaluation import make_policy

@@ -5,22 +5,20 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
+from offrl.agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
 from offrl.cli import main_guard
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry
 from offrl.run_config import resolve_config
 from offrl.train import restore_run, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import evaluate as evaluate_script  # noqa: E402
-from test_fb_pointmaze import TINY_FB as POINTMAZE_FB  # noqa: E402
+from offrl.cli import evaluate as evaluate_script
+from test_fb_pointmaze import TINY_FB as POINTMAZE_FB
 
 # One evaluation and one checkpoint (the default interval is steps / 10), one episode.
 TINY_FB = {**POINTMAZE_FB, "steps": 100, "eval_interval": 100, "eval_episodes": 1}

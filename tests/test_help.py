@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import sys
-from pathlib import Path
 
 import pytest
 
-from agents import REGISTRY, agent_config_class, agent_names, get_agent
+from offrl.agents import REGISTRY, agent_config_class, agent_names, get_agent
 from offrl import config as cfg
 from offrl.cli import main_guard
 from offrl.run_config import resolve_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import train as train_script  # noqa: E402
+from offrl.cli import train as train_script
 
 
 def help_output(capsys, argv: list[str]) -> str:
@@ -55,7 +52,7 @@ def test_help_line_shows_type_default_and_doc_and_the_default_agent_is_iql_ddpg(
     out = help_output(capsys, ["--help"])
     assert out.startswith("Train an agent:")
     assert "agents: " + ", ".join(agent_names()) in out
-    assert "iql-ddpg hyperparameters (agents.iql.IQLConfig;" in out
+    assert "iql-ddpg hyperparameters (offrl.agents.iql.IQLConfig;" in out
     # The registry override, not the module default (awr), is the agent's default.
     assert "  --extraction str (default ddpg): " in out
     assert "  --max_steps int (default 1000000, derived): set by the training loop" in out

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from agents import get_agent
-from agents.iql import awr_weights, ddpg_loss, expectile_loss
+from offrl.agents import get_agent
+from offrl.agents.iql import awr_weights, ddpg_loss, expectile_loss
 from offrl.tokenizers import BinTokenizer, fit_tokenizer
 
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 d3rlpy = pytest.importorskip("d3rlpy")
 
-import peer_iql  # noqa: E402
-
+from benchmarks import peer_iql  # noqa: E402
 from offrl.transitions import make_transitions  # noqa: E402
 
 

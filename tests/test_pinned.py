@@ -11,7 +11,6 @@ and says why in its commit.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ SUMMARY_KEYS = ("return_mean", "success_rate", "length_mean")
 def agent_config_of(name: str, dataset: str) -> dict[str, Any]:
     """The run's full agent config as resolved now, presets included (max_steps is the run's
     length, set by the loop)."""
-    from agents import get_agent
+    from offrl.agents import get_agent
     from offrl.run_config import resolve_config
 
     settings = {**TINY, **RUNS[name]}
@@ -77,7 +76,6 @@ def write_pins() -> None:
     from offrl.data.pointmaze import ensure_maze_dataset, maze2d_dataset_id
 
     os.environ.setdefault("WANDB_MODE", "disabled")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import SMALL_UMAZE_STEPS
 
     dataset = maze2d_dataset_id("umaze", steps=SMALL_UMAZE_STEPS)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -16,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.reinforce import compute_advantages, returns_to_go
+from offrl.agents.reinforce import compute_advantages, returns_to_go
 from offrl import config as cfg
 from offrl.envs.corridor import ENV_ID as CORRIDOR, OPTIMAL_RIGHT_PROBABILITY, expected_return
 from offrl.evaluation import run_episodes
@@ -24,9 +22,8 @@ from offrl.online import env_spec, episode_rows, make_online_env, probe_env
 from offrl.run_config import resolve_config
 from offrl.train import restore_run, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import evaluate as evaluate_script  # noqa: E402
-import train as train_script  # noqa: E402
+from offrl.cli import evaluate as evaluate_script
+from offrl.cli import train as train_script
 
 GAMMA = 0.5
 
@@ -196,7 +193,7 @@ def test_num_seeds_matches_single_seed_online_runs(tmp_path):
 def test_log_std_init_sets_the_initial_gaussian_std():
     """Continuous actions start with std exp(log_std_init) on every state, and it is a
     parameter the policy gradient moves; a Discrete policy has no std to set."""
-    from agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
+    from offrl.agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
 
     observations = jnp.array([[0.0, 0.1, -0.2, 0.3], [1.0, -1.0, 0.5, 0.0]])
     batch = {"observations": observations, "actions": jnp.zeros((2, 1))}

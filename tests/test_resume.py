@@ -5,7 +5,6 @@ summary's times cover every process and the last line names the real summary pat
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ from offrl.train import restore_run, run
 
 from test_train import TINY, leaves, tiny_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import train as train_script  # noqa: E402
+from offrl.cli import train as train_script
 
 # A constant actor learning rate: no schedule depends on --steps, so extending a run is
 # exactly training longer.

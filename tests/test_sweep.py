@@ -16,7 +16,7 @@ from offrl import sweep as sw
 from offrl.run_config import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
 def test_the_three_sweeps_exist():
@@ -25,7 +25,7 @@ def test_the_three_sweeps_exist():
 
 
 def test_grid_expansion_is_the_full_product():
-    sweep = sw.load_sweep(REPO / "configs/sweeps/policy_extraction.yaml")
+    sweep = sw.load_sweep(REPO / "sweeps/policy_extraction.yaml")
     runs = sw.expand(sweep)
     assert len(runs) == 3 * 9 * 3
     assert len({tuple(run.items()) for run in runs}) == len(runs)
@@ -35,7 +35,7 @@ def test_grid_expansion_is_the_full_product():
     assert [spec.name for spec in specs][:2] == ["000-agent=iql-awr_dataset=umaze-noise0p0-v0_seed=0",
                                                "001-agent=iql-awr_dataset=umaze-noise0p0-v0_seed=1"]
     assert len(specs) == 5 and specs[0].run_dir == Path("out/runs") / specs[0].name
-    assert len(sw.expand(sw.load_sweep(REPO / "configs/sweeps/fb_dimension.yaml"))) == 4 * 3
+    assert len(sw.expand(sw.load_sweep(REPO / "sweeps/fb_dimension.yaml"))) == 4 * 3
 
 
 def test_random_expansion_is_reproducible_and_in_range():

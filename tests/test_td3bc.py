@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import get_agent
-from agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
+from offrl.agents import get_agent
+from offrl.agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states

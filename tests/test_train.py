@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -15,9 +14,8 @@ from offrl import config as cfg
 from offrl.run_config import resolve_config
 from offrl.train import NonFiniteLossError, restore_run, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import evaluate as evaluate_script  # noqa: E402
-import train as train_script  # noqa: E402
+from offrl.cli import evaluate as evaluate_script
+from offrl.cli import train as train_script
 
 TINY = {
     "hidden_dims": [32, 32],

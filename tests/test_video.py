@@ -36,8 +36,7 @@ def test_records_one_episode_of_a_box_observation_env(tmp_path):
 EVALUATE_VIDEO_RUN = """
 import sys
 from pathlib import Path
-sys.path.insert(0, sys.argv[2])
-import evaluate
+from offrl.cli import evaluate
 from offrl.run_config import resolve_config
 from offrl.train import run
 
@@ -53,7 +52,7 @@ def test_evaluation_video_goes_to_the_wandb_run(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     env.update(WANDB_DISABLE_WEAVE="true", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     run_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", EVALUATE_VIDEO_RUN, str(run_dir), str(REPO / "scripts")], env=env,
+    result = subprocess.run([sys.executable, "-c", EVALUATE_VIDEO_RUN, str(run_dir)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     offline_runs = list((run_dir / "evaluations" / "wandb").glob("offline-run-*"))

@@ -21,7 +21,7 @@ reward the datasets are labelled with (`offrl.data.pointmaze`).
   `GOAL_RADIUS` of the goal, 0 otherwise; truncated at the step limit.
 
 `maze_geometry` describes a maze env in the coordinates of its flat observations, for maps
-over positions (`agents.fb.pointmaze_value_map`).
+over positions (`offrl.agents.fb.pointmaze_value_map`).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ class MazeGeometry:
     """A maze env's maze in the coordinates of its flat observations.
 
     The maze is centred on the origin with square cells of side `cell_size`, row 0 at the
-    top (gymnasium-robotics' layout, which `agents.fb.value_landscape` assumes too).
+    top (gymnasium-robotics' layout, which `offrl.agents.fb.value_landscape` assumes too).
     """
 
     free_cells: np.ndarray  # [rows, cols], True where there is no wall

@@ -23,14 +23,14 @@ from typing import Any
 
 # name -> (module, class name, config overrides applied on top of the module's DEFAULT_CONFIG)
 REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "iql-awr": ("agents.iql", "IQLAgent", {"extraction": "awr"}),
-    "iql-ddpg": ("agents.iql", "IQLAgent", {"extraction": "ddpg"}),
-    "iql-dawr": ("agents.iql", "IQLAgent", {"extraction": "dawr"}),
-    "reinforce": ("agents.reinforce", "ReinforceAgent", {}),
-    "sr": ("agents.sr", "SRAgent", {}),
-    "fb": ("agents.fb", "FBAgent", {}),
-    "td3bc": ("agents.td3bc", "TD3BCAgent", {}),
-    "bc": ("agents.bc", "BCAgent", {}),
+    "iql-awr": ("offrl.agents.iql", "IQLAgent", {"extraction": "awr"}),
+    "iql-ddpg": ("offrl.agents.iql", "IQLAgent", {"extraction": "ddpg"}),
+    "iql-dawr": ("offrl.agents.iql", "IQLAgent", {"extraction": "dawr"}),
+    "reinforce": ("offrl.agents.reinforce", "ReinforceAgent", {}),
+    "sr": ("offrl.agents.sr", "SRAgent", {}),
+    "fb": ("offrl.agents.fb", "FBAgent", {}),
+    "td3bc": ("offrl.agents.td3bc", "TD3BCAgent", {}),
+    "bc": ("offrl.agents.bc", "BCAgent", {}),
 }
 
 

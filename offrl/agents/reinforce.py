@@ -54,7 +54,7 @@ def env_num_actions(config: dict[str, Any], spec: DatasetSpec) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig:
-    """The hyperparameters (the CartPole and InvertedPendulum presets in configs/reinforce/ tune them)."""
+    """The hyperparameters (the CartPole and InvertedPendulum presets in offrl/presets/reinforce/ tune them)."""
 
     hidden_dims: tuple[int, ...] = option((64, 64), "hidden layers of the policy and of the value baseline")
     actor_lr: float = option(1e-2, "Adam step size of the policy")

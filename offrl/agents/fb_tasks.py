@@ -3,21 +3,22 @@ value landscape of a task over the run's maze, with its figure.
 
 `scripts/evaluate.py` (--goal, --reward, --value-map), `benchmarks/fb_zero_shot.py` and the
 FB notebook use these on a restored run (`offrl.train.restore_run`); the inference itself
-(`infer_z_from_goal`, `infer_z_from_rewards`, `pointmaze_value_map`) is `agents.fb`'s.
+(`infer_z_from_goal`, `infer_z_from_rewards`, `pointmaze_value_map`) is `offrl.agents.fb`'s.
 Errors are `ConfigError`s naming the evaluate.py option they come from.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import jax
 import numpy as np
 
-from agents.fb import goal_observation, infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map
+from offrl.agents.fb import goal_observation, infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map
 from offrl.config import ConfigError
 
 if TYPE_CHECKING:
@@ -28,16 +29,29 @@ if TYPE_CHECKING:
     from offrl.transitions import Transitions
 
 
+def import_task_module(module_name: str) -> ModuleType:
+    """`module_name` from the installed packages, else as a file under the working directory
+    (`my_rewards` -> ./my_rewards.py): an entry point's sys.path does not hold the directory
+    it runs in."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        path = Path.cwd() / (module_name.replace(".", "/") + ".py")
+        if not path.is_file():
+            raise
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_reward_fn(spec: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function named by MODULE:FUNCTION, its output checked to be one reward per row."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise ConfigError(f"--reward expects 'dataset' or MODULE:FUNCTION, got {spec!r}")
-    # `python scripts/evaluate.py` puts scripts/ on sys.path, not the directory it runs in.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        module = import_task_module(module_name)
     except ImportError as error:
         raise ConfigError(f"--reward {spec}: cannot import {module_name!r} ({error})") from None
     function = getattr(module, name, None)
@@ -99,7 +113,7 @@ def task_z(
 def evaluation_value_map(
     state: LoopState, experiment: Experiment, seed: int, z: jax.Array | None, goal: Sequence[float] | None
 ) -> tuple[np.ndarray, tuple[float, float, float, float], jax.Array, np.ndarray | None]:
-    """`agents.fb.pointmaze_value_map` over the run's evaluation maze (its goal cell's z
+    """`offrl.agents.fb.pointmaze_value_map` over the run's evaluation maze (its goal cell's z
     without `z`)."""
     from offrl.envs.pointmaze import maze_geometry
 
@@ -117,7 +131,7 @@ def evaluation_value_map(
 def value_landscape_figure(
     values: np.ndarray, extent: tuple[float, float, float, float], goal: np.ndarray | None = None, title: str = ""
 ) -> Figure:
-    """A value landscape over a maze (`agents.fb.value_landscape`): NaN cells (walls)
+    """A value landscape over a maze (`offrl.agents.fb.value_landscape`): NaN cells (walls)
     drawn flat grey so they read as walls, not as low values; the goal as a star."""
     import matplotlib
     from matplotlib.figure import Figure
