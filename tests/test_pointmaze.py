@@ -4,7 +4,6 @@ terminals, timeouts and evaluation env define one task (docs/datasets.md)."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 from pathlib import Path
 
 import minari
@@ -293,16 +292,9 @@ def test_maze2d_reference_scores_are_reproduced_exactly(maze):
         np.testing.assert_allclose(scores, MAZE2D_REF_SCORES[(maze, kind)], atol=6e-5)
 
 
-def _load_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "make_dataset.py"
-    spec = importlib.util.spec_from_file_location("make_dataset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_finds_an_existing_dataset_and_rejects_unknown_ids(small_umaze_id, capsys):
-    script = _load_script()
+    from offrl.cli import make_dataset as script
+
     assert script.main([small_umaze_id]) == 0
     assert "already present" in capsys.readouterr().out
     for bad, expected in (("offrl/maze2d/open-v0", "offrl/maze2d/umaze-v0"), ("offrl/pointmaze/umaze-v0", "retired")):

@@ -3,7 +3,6 @@ single-seed runs would, and spread the seeds over several devices when there are
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -114,9 +113,8 @@ def test_stack_states_puts_seeds_first():
 
 def test_train_script_reports_a_multi_seed_summary(two_seed_run):
     run_dir, summary = two_seed_run
-    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parent.parent / "scripts" / "train.py")
-    train_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_script)
+    from offrl.cli import train as train_script
+
     line = train_script.final_line(summary, str(run_dir))
     assert "across 4 seeds" in line and f"over {summary['episodes']} episodes" in line
     single = train_script.final_line(summary["seeds"][0], str(run_dir / "seed3"))
