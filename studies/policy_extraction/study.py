@@ -578,7 +578,7 @@ def write_claims(cells: list[dict[str, Any]], out: Path) -> str:
     moving = [cell_name(c) for c in settled if c["score_late_change"] > FLAT_TOLERANCE or c["q_late_change"] > FLAT_TOLERANCE]
     text = [f"# Claims of the policy-extraction question, at {', '.join(map(str, steps))} updates",
             "",
-            "Mean ± std over seeds; a comparison counts only when the difference exceeds "
+            "Mean ± sample std (ddof 1) over seeds; a comparison counts only when the difference exceeds "
             "sqrt(std_a² + std_b²). Verdict per row: reproduced (every comparison goes the claimed way), "
             "not reproduced (none does) or mixed.",
             "",
