@@ -240,6 +240,37 @@ def extraction_rows() -> list[Row]:
     return [converged, pointmaze, mazes_row, pmazes_row]
 
 
+# -- studies/reinforce_baseline: per-seed records written by its collect.py -----------------------
+
+REINFORCE = STUDIES / "reinforce_baseline" / "raw"
+CARTPOLE_SOLVED = 490.0  # run.py's threshold on CartPole-v1: 490 of the 500-step limit
+
+
+def reinforce_variant(run: str, variant: str) -> tuple[str, list[int], bool]:
+    """(its result text, its seeds, whether every seed was solved)"""
+    records = [json.loads(path.read_text()) for path in sorted((REINFORCE / run / variant).glob("seed*.json"))]
+    if not records:
+        raise FileNotFoundError(f"no seed*.json under {REINFORCE / run / variant}")
+    finals = [record["summary"]["return_mean"] for record in records]
+    solved = sum(final >= CARTPOLE_SOLVED for final in finals)
+    text = f"{solved}/{len(finals)} seeds solved, greedy return {mean_std(finals)} (min {min(finals):.1f})"
+    return text, [record["settings"]["seed"] for record in records], solved == len(finals)
+
+
+def reinforce_rows() -> list[Row]:
+    run = "cartpole_a44c0e9"
+    with_baseline, with_seeds, every_seed = reinforce_variant(run, "baseline")
+    without, without_seeds, _ = reinforce_variant(run, "no_baseline")
+    holds = ("the preset holds on every seed" if every_seed else
+             "the preset does not hold on every seed at the current code (the study says what did not reproduce)")
+    return [Row(
+        what=("REINFORCE on the CartPole-v1 preset (1,000 training episodes: 100 updates of 10), 100 greedy episodes "
+              f"per seed; solved = mean greedy return >= {CARTPOLE_SOLVED:.0f}"),
+        result=f"with the learned baseline: {with_baseline}; without it (`--no-baseline`): {without}; {holds}",
+        seeds=f"{seed_list(with_seeds)} with, {seed_list(without_seeds)} without",
+        commit="`a44c0e9` (re-measured)", study="reinforce_baseline", raw=f"raw/{run}/")]
+
+
 # -- studies/speed: recorded outputs of the toolkit's own benchmarks ------------------------------
 
 SPEED = STUDIES / "speed" / "raw"
@@ -265,7 +296,7 @@ def speed_rows() -> list[Row]:
     return [buffer]
 
 
-ROW_BUILDERS: tuple[Callable[[], list[Row]], ...] = (iql_maze2d_rows, extraction_rows, speed_rows)
+ROW_BUILDERS: tuple[Callable[[], list[Row]], ...] = (iql_maze2d_rows, extraction_rows, reinforce_rows, speed_rows)
 
 
 def table() -> str:
