@@ -214,7 +214,8 @@ def run_d3rlpy(dataset: Any, spec: Any, seed: int, steps: int, episodes: int, th
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+    """Mean ± sample std (ddof 1) over seeds; a single seed has no spread."""
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{np.mean(values):.1f}"
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:

@@ -289,7 +289,7 @@ def test_corridor_mazes_and_band_success(layout, cells, diameter):
 
 def test_horizon_gamma_rule():
     # The rule's gamma is the maximiser of the relative action gap gamma^(k-1) (1 - gamma^2) (1 - gamma)
-    # of the farthest goal, k = diameter, to 0.003 (docs/fb_corridors.md).
+    # of the farthest goal, k = diameter, to 0.003 (studies/fb_corridors/README.md).
     gammas = np.linspace(0.5, 0.9999, 100_000)
     for diameter in (20, 44, 54):
         gaps = gammas ** (diameter - 1) * (1 - gammas**2) * (1 - gammas)
@@ -311,8 +311,8 @@ CORRIDOR_UPDATES = 2000
 @pytest.mark.parametrize("layout", [CORRIDOR_MAZE, CORRIDOR_MAZE_WIDE], ids=["corridor", "corridor-wide"])
 def test_zero_shot_goal_reaching_corridor_mazes(layout):
     # Issue 23: far goals on two corridor mazes (shortest paths up to 44 and 54 moves), one set of
-    # settings. Seeds as in `benchmarks/fb_gridworld.py --seed 0` (agent key 0, loop key 1), whose runs
-    # this reproduces (docs/fb_corridors.md: numbers, CPU time and what did not help).
+    # settings. Seeds as in `studies/fb_gridworld/gridworld.py --seed 0` (agent key 0, loop key 1), whose runs
+    # this reproduces (studies/fb_corridors/README.md: numbers, CPU time and what did not help).
     gamma = horizon_gamma(int(GridWorld(layout).shortest_path_lengths().max()))
     env, _, agent, _ = train_gridworld_fb(layout, CORRIDOR_UPDATES, loop_seed=1, gamma=gamma, **CORRIDOR_SETTINGS)
     observations = jnp.eye(env.num_states)

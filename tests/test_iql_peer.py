@@ -1,12 +1,14 @@
-"""benchmarks/peer_iql.py: d3rlpy's dataset holds exactly offrl's transitions (needs the `peers` extra)."""
+"""benchmarks/peer_iql.py: d3rlpy's dataset holds exactly offrl's transitions, and the comparison
+runs end to end. Marked `peers` (deselected by default): `python -m pytest -m peers` after
+installing the peers extra (docs/testing.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-
-d3rlpy = pytest.importorskip("d3rlpy")
+pytestmark = pytest.mark.peers
+d3rlpy = pytest.importorskip("d3rlpy", reason='the peers extra: pip install -e ".[peers]" && pip install --no-deps d3rlpy==2.8.1')
 
 from benchmarks import peer_iql  # noqa: E402
 from offrl.transitions import make_transitions  # noqa: E402
@@ -56,3 +58,14 @@ def test_rows_out_of_episode_order_are_refused():
     shuffled = rows[np.random.default_rng(0).permutation(len(rows))]
     with pytest.raises(ValueError, match="episode"):
         peer_iql.to_mdp_dataset(shuffled)
+
+
+def test_comparison_trains_and_scores_both_learners(small_umaze_id: str, capsys: pytest.CaptureFixture[str]):
+    """The benchmark's own command, tiny: both learners train on the checked rows and are scored
+    on the same episodes, one table row each."""
+    argv = ["--dataset", small_umaze_id, "--seeds", "0,1", "--steps", "200", "--eval-episodes", "3"]
+    assert peer_iql.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "d3rlpy holds the same" in out
+    table_rows = [line for line in out.splitlines() if line.startswith("| offrl iql-awr") or line.startswith("| d3rlpy")]
+    assert len(table_rows) == 2, out

@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom in its quick mode, and is committed stripped.
+"""Every notebook, in notebooks/ (tutorials) and beside its study in studies/*/, runs top to bottom
+in its quick mode, and is committed stripped.
 
 The notebooks are found when the tests are collected, so a new notebook is tested without
 being listed here. Quick mode (`OFFRL_NOTEBOOK_QUICK=1`) gives each notebook tiny budgets;
@@ -15,11 +16,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted([*(REPO / "notebooks").glob("*.ipynb"), *(REPO / "studies").glob("*/*.ipynb")])
 # Per cell, only to stop a hung kernel. policy_extraction's first cell runs the whole quick
 # study: 110 s on 2 cores here, 223 s in issue 24's report, and it failed the suite at the
 # old 300 s on a loaded machine. 900 s is at least 4x either idle figure
-# (docs/test_timings.md).
+# (docs/testing.md).
 CELL_TIMEOUT = 900
 
 

@@ -237,7 +237,7 @@ def test_learned_baseline_cuts_the_policy_gradient_variance(tmp_path):
     """The baseline is there to cut the variance of the policy gradient without moving its
     mean (Sutton & Barto 13.4). After 250 training episodes, the same policy's gradient from
     fresh batches (the same episodes for both) varies several times less with the learned V
-    subtracted than with the raw returns-to-go as weights (docs/reinforce.md has the ratio
+    subtracted than with the raw returns-to-go as weights (studies/reinforce_baseline/log.md has the ratio
     and the benchmark's learning curves with and without). Fails if the baseline stops
     helping: V not subtracted, not fitted (a V left near its initial 0 gives a ratio near 1),
     or fitted to the wrong returns."""
@@ -270,13 +270,13 @@ def test_cartpole_preset_reaches_490(seed, tmp_path):
     config = resolve_config({"agent": "reinforce", "env": "CartPole-v1", "seed": seed, "run_dir": str(tmp_path), "wandb.mode": "disabled"})
     assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
     summary = run(config, progress=False)
-    assert summary["return_mean"] >= 490  # wall time is reported by benchmarks/reinforce_baseline.py
+    assert summary["return_mean"] >= 490  # wall time is reported by studies/reinforce_baseline/run.py
 
 
 @pytest.mark.slow
 def test_inverted_pendulum_preset_reaches_950(tmp_path):
     """The preset alone on seed 0: at most 1,000 training episodes, then 100 greedy
-    evaluation episodes at gymnasium's solved threshold (docs/reinforce.md has all 20 seeds)."""
+    evaluation episodes at gymnasium's solved threshold (studies/reinforce_baseline/log.md has all 20 seeds)."""
     config = resolve_config(
         {"agent": "reinforce", "env": "InvertedPendulum-v5", "seed": 0, "run_dir": str(tmp_path), "wandb.mode": "disabled"}
     )
