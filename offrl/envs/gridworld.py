@@ -216,7 +216,7 @@ def horizon_gamma(diameter: int) -> float:
     is largest within 0.003 of gamma = 1 - 2 / (k + 1) for k >= 20 (0.0004 at 54); the
     farthest goal (k = diameter) sets the rule. A shorter horizon also lets the bootstrapped
     targets converge sooner (their lag decays as exp(-updates * tau * (1 - gamma))). On the
-    corridor mazes it beats the horizon of the full diameter (docs/fb_corridors.md)."""
+    corridor mazes it beats the horizon of the full diameter (studies/fb_corridors/README.md)."""
     if diameter < 2:
         raise ValueError(f"diameter must be at least 2 moves, got {diameter}")
     return 1.0 - 2.0 / (diameter + 1)
