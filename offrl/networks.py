@@ -182,6 +182,14 @@ class FactorizedCategoricalPolicy(nn.Module):
         return distrax.Independent(distrax.Categorical(logits=logits / temperature), reinterpreted_batch_ndims=1)
 
 
+def apply(network: Any, *inputs: Any, params: Any = None, **kwargs: Any) -> Any:
+    """The network of a `TrainState` on `inputs`. Gradients reach only `params` when given
+    (the parameters a loss trains); by default the network's own parameters are used with
+    gradients stopped, so a loss cannot train a network it only reads (FQL's `select`)."""
+    params = jax.lax.stop_gradient(network.params) if params is None else params
+    return network.apply_fn({"params": params}, *inputs, **kwargs)
+
+
 def polyak_update(online: dict, target: dict, tau: float) -> dict:
     """target <- tau * online + (1 - tau) * target, leaf by leaf."""
     return jax.tree_util.tree_map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)

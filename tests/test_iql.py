@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from offrl.agents import get_agent
-from offrl.agents.iql import awr_weights, ddpg_loss, expectile_loss
+from offrl.losses import awr_weights, ddpg_bc_loss, expectile_loss
 from offrl.tokenizers import BinTokenizer, fit_tokenizer
 
 
@@ -168,21 +168,21 @@ def test_iql_ddpg_defaults_to_ddpg_plus_bc():
     assert config["extraction"] == "ddpg" and config["bc_weight"] > 0 and config["normalize_q_loss"] is True
 
 
-def test_ddpg_loss_terms():
+def test_ddpg_bc_loss_terms():
     q = jnp.array([2.0, -4.0, 6.0])
     policy_actions = jnp.array([[0.5, 0.0], [0.0, 0.0], [1.0, 1.0]])
     data_actions = jnp.zeros((3, 2))
     # bc_weight 0 without normalization is pure DDPG: -mean Q.
-    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)
+    loss, info = ddpg_bc_loss(q, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)
     np.testing.assert_allclose(loss, -4.0 / 3, rtol=1e-6)
     # Normalized: -Q / mean|Q| (= 4) + bc_weight * mean squared distance ((0.25 + 0 + 2) / 3).
-    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.5, normalize_q=True)
+    loss, info = ddpg_bc_loss(q, policy_actions, data_actions, bc_weight=0.5, normalize_q=True)
     np.testing.assert_allclose(loss, -(4.0 / 3) / 4.0 + 0.5 * 2.25 / 3, rtol=1e-5)
     np.testing.assert_allclose(info["bc_mse"], 0.75, rtol=1e-6)
     # The scale is a stop-gradient: with bc_weight 0 the normalized gradient is the pure DDPG
     # gradient divided by mean |Q|, the same direction.
-    pure = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, False)[0])(q)
-    normalized = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, True)[0])(q)
+    pure = jax.grad(lambda x: ddpg_bc_loss(x, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)[0])(q)
+    normalized = jax.grad(lambda x: ddpg_bc_loss(x, policy_actions, data_actions, bc_weight=0.0, normalize_q=True)[0])(q)
     np.testing.assert_allclose(normalized, pure / 4.0, rtol=1e-5)
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from offrl.agents import get_agent
-from offrl.agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
+from offrl.agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
+from offrl.losses import ddpg_bc_loss
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
 from offrl.run_config import resolve_config
 from offrl.train import run
@@ -101,13 +102,16 @@ def test_actor_loss_is_the_papers():
     q_policy = jnp.array([1.0, -3.0])
     policy_actions = jnp.array([[0.5, 0.0], [0.0, 0.0]])
     data_actions = jnp.array([[0.0, 0.0], [0.0, 1.0]])
-    loss, info = td3bc_actor_loss(q_policy, policy_actions, data_actions, alpha=2.5)
+    def td3bc_actor_loss(q: jax.Array) -> tuple[jax.Array, dict]:
+        return ddpg_bc_loss(q, policy_actions, data_actions, q_weight=2.5, bc_mean_over_action_dims=True)
+
+    loss, info = td3bc_actor_loss(q_policy)
     lam = 2.5 / 2.0  # alpha / mean |Q|
     bc = (0.25 + 1.0) / 4  # mean over rows and action dims
-    assert float(info["lambda"]) == pytest.approx(lam, rel=1e-5)
+    assert float(info["bc_mse"]) == pytest.approx(bc, rel=1e-5)
     assert float(loss) == pytest.approx(-lam * -1.0 + bc, rel=1e-5)
     # lambda is a constant of the gradient: d loss / dQ = -lambda / N, whatever the size of Q.
-    grad = jax.grad(lambda q: td3bc_actor_loss(q, policy_actions, data_actions, 2.5)[0])(q_policy)
+    grad = jax.grad(lambda q: td3bc_actor_loss(q)[0])(q_policy)
     np.testing.assert_allclose(grad, [-lam / 2, -lam / 2], rtol=1e-5)
 
 

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
-from offrl.networks import DeterministicPolicy, GaussianPolicy, adam_optimizer
+from offrl.losses import squared_action_error, weighted_log_likelihood_loss
+from offrl.networks import DeterministicPolicy, GaussianPolicy, adam_optimizer, apply
 
 POLICIES = ("gaussian", "deterministic")
 
@@ -43,16 +44,6 @@ class BCConfig:
 
 CONFIG_CLASS = BCConfig
 DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(BCConfig())
-
-
-def gaussian_bc_loss(log_probs: jax.Array) -> tuple[jax.Array, dict]:
-    loss = -log_probs.mean()
-    return loss, {"actor_loss": loss, "log_prob": log_probs.mean()}
-
-
-def deterministic_bc_loss(policy_actions: jax.Array, data_actions: jax.Array) -> tuple[jax.Array, dict]:
-    mse = ((policy_actions - data_actions) ** 2).sum(-1).mean()
-    return mse, {"actor_loss": mse, "bc_mse": mse}
 
 
 class BCAgent(flax.struct.PyTreeNode):
@@ -90,11 +81,12 @@ class BCAgent(flax.struct.PyTreeNode):
         return cls(actor=actor, config=flax.core.FrozenDict(static))
 
     def loss(self, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
-        output = self.actor.apply_fn({"params": params}, batch["observations"])
+        output = apply(self.actor, batch["observations"], params=params)
         if self.config["policy_head"] == "gaussian":
-            loss, info = gaussian_bc_loss(output.log_prob(batch["actions"]))
-            return loss, {**info, "policy_std": output.stddev().mean()}
-        return deterministic_bc_loss(jnp.tanh(output), batch["actions"])
+            loss, info = weighted_log_likelihood_loss(output, batch["actions"], jnp.ones(()))
+            return loss, {"actor_loss": loss, "log_prob": info["log_prob"], "policy_std": output.stddev().mean()}
+        mse = squared_action_error(jnp.tanh(output), batch["actions"])
+        return mse, {"actor_loss": mse, "bc_mse": mse}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[BCAgent, dict]:
