@@ -23,7 +23,7 @@ from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
 from offrl.losses import squared_action_error, weighted_log_likelihood_loss
-from offrl.networks import DeterministicPolicy, GaussianPolicy, adam_optimizer, apply
+from offrl.networks import Policy, adam_optimizer, apply
 
 POLICIES = ("gaussian", "deterministic")
 
@@ -61,17 +61,14 @@ class BCAgent(flax.struct.PyTreeNode):
             raise ValueError("bc config key 'actor_log_std_min' must be below actor_log_std_max")
         observations = example_batch["observations"][:1]
         action_dim = example_batch["actions"].shape[-1]
-        if config["policy_head"] == "gaussian":
-            net = GaussianPolicy(
-                config["hidden_dims"],
-                action_dim,
-                log_std_min=config["actor_log_std_min"],
-                log_std_max=config["actor_log_std_max"],
-                tanh_mean=True,
-                std_parametrization="parameter",
-            )
-        else:
-            net = DeterministicPolicy(config["hidden_dims"], action_dim)
+        net = Policy(
+            config["hidden_dims"],
+            action_dim,
+            config["policy_head"],
+            log_std_min=config["actor_log_std_min"],
+            log_std_max=config["actor_log_std_max"],
+            std_parametrization="parameter",
+        )
         actor = TrainState.create(
             apply_fn=net.apply,
             params=net.init(key, observations)["params"],

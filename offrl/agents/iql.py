@@ -33,12 +33,9 @@ from flax.training.train_state import TrainState
 from offrl.config import option, run_steps
 from offrl.losses import awr_weights, ddpg_bc_loss, expectile_value_loss, td_target, twin_q_loss, weighted_log_likelihood_loss
 from offrl.networks import (
-    CategoricalPolicy,
-    DeterministicPolicy,
-    FactorizedCategoricalPolicy,
     INITS,
     STD_PARAMETRIZATIONS,
-    GaussianPolicy,
+    Policy,
     ValueNetwork,
     adam_optimizer,
     apply,
@@ -162,9 +159,10 @@ class IQLAgent(flax.struct.PyTreeNode):
 
         tokenizer = None
         if config["extraction"] == "awr":
-            actor_net = GaussianPolicy(
+            actor_net = Policy(
                 hidden,
                 action_dim,
+                "gaussian",
                 log_std_min=config["actor_log_std_min"],
                 log_std_max=config["actor_log_std_max"],
                 tanh_mean=config["actor_tanh_mean"],
@@ -172,7 +170,7 @@ class IQLAgent(flax.struct.PyTreeNode):
                 **head,
             )
         elif config["extraction"] == "ddpg":
-            actor_net = DeterministicPolicy(hidden, action_dim, **head)
+            actor_net = Policy(hidden, action_dim, "deterministic", **head)
         else:
             tokenizer = fit_tokenizer(
                 config["tokenizer"],
@@ -182,10 +180,9 @@ class IQLAgent(flax.struct.PyTreeNode):
                 num_bins=config["num_bins"],
                 iterations=config["kmeans_iterations"],
             )
-            if isinstance(tokenizer, BinTokenizer):
-                actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"], **head)
-            else:
-                actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens, **head)
+            binned = isinstance(tokenizer, BinTokenizer)
+            output_dim, bins = (action_dim, config["num_bins"]) if binned else (tokenizer.num_tokens, None)
+            actor_net = Policy(hidden, output_dim, "categorical", bins_per_dim=bins, **head)
         actor = TrainState.create(
             apply_fn=actor_net.apply,
             params=actor_net.init(actor_key, observations)["params"],

@@ -29,7 +29,7 @@ from flax.training.train_state import TrainState
 
 from offrl.config import option
 from offrl.losses import ddpg_bc_loss, td_target, twin_q_loss
-from offrl.networks import DeterministicPolicy, ValueNetwork, apply, polyak_update
+from offrl.networks import Policy, ValueNetwork, apply, polyak_update
 
 if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
     from offrl.buffer import ReplayBuffer
@@ -93,7 +93,7 @@ class TD3BCAgent(flax.struct.PyTreeNode):
         observations = jnp.asarray(example_batch["observations"][:1])
         actions = jnp.asarray(example_batch["actions"][:1])
         actor_key, critic_key, rng = jax.random.split(key, 3)
-        actor_net = DeterministicPolicy(config.hidden_dims, actions.shape[-1])
+        actor_net = Policy(config.hidden_dims, actions.shape[-1], "deterministic")
         critic_net = ValueNetwork(config.hidden_dims, num_heads=2)
         actor_params = actor_net.init(actor_key, observations)["params"]
         critic_params = critic_net.init(critic_key, observations, actions)["params"]
