@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offrl.transitions import normalize_observations
+
 Layout = dict[str, Any]
 
 
@@ -115,7 +117,7 @@ class Policy:
     def actions_fn(self, observations: Any, key: jax.Array, deterministic: bool = True) -> jax.Array:
         """The whole pure function, flattening to env actions (what export traces)."""
         flat = flatten(self.observation_layout, observations)
-        actions = self.agent.sample_actions((flat - self.obs_mean) / self.obs_std, key, deterministic=deterministic)
+        actions = self.agent.sample_actions(normalize_observations(flat, self.obs_mean, self.obs_std), key, deterministic=deterministic)
         return env_actions(actions, self.action_layout)
 
     def __call__(self, observations: Any, key: jax.Array | None = None, deterministic: bool = True) -> np.ndarray:

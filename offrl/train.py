@@ -35,7 +35,7 @@ from offrl.logging import RunLogger
 from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
 from offrl.online import EpisodeSource, example_batch, online_spec
 from offrl.run_config import derived_keys, given_resume_config, with_derived
-from offrl.transitions import Transitions
+from offrl.transitions import Transitions, normalize_observations
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
 
@@ -70,8 +70,8 @@ def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.nd
     return Transitions(
         **{
             **transitions.as_dict(),
-            "observations": (transitions.observations - mean) / std,
-            "next_observations": (transitions.next_observations - mean) / std,
+            "observations": normalize_observations(transitions.observations, mean, std),
+            "next_observations": normalize_observations(transitions.next_observations, mean, std),
         }
     )
 

@@ -97,6 +97,7 @@ from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
 from offrl.networks import adam_optimizer, default_init, polyak_update
+from offrl.transitions import normalize_observations
 
 if TYPE_CHECKING:
     from offrl.envs.pointmaze import MazeGeometry
@@ -603,7 +604,7 @@ def _agent_inputs(observations: Any, obs_mean: Any | None, obs_std: Any | None) 
     observations = jnp.asarray(observations, jnp.float32)
     if obs_mean is None:
         return observations
-    return (observations - jnp.asarray(obs_mean)) / jnp.asarray(obs_std)
+    return normalize_observations(observations, jnp.asarray(obs_mean), jnp.asarray(obs_std))
 
 
 def goal_observation(agent: FBAgent, goal: Sequence[float], obs_dim: int) -> np.ndarray:
