@@ -98,11 +98,11 @@ def test_nonfinite_loss_before_the_first_checkpoint_says_none_was_saved(small_um
     with pytest.raises(NonFiniteLossError, match="no checkpoint was saved") as error:
         run(config, progress=False)
     assert "is kept" not in str(error.value) and "due at update 400" in str(error.value)
-    assert not list((run_dir / "checkpoints" / "latest").glob("[0-9]*"))
+    assert not list((run_dir / "checkpoints").glob("[0-9]*"))
 
 
 def fake_run_dir(tmp_path: Path, *checkpoints: str) -> Path:
-    """A run directory as evaluate.py finds it: config.json and the given checkpoints/<which>/<step>."""
+    """A run directory with config.json and the given checkpoints/<which>/<step> (the old layout)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"agent": "iql-ddpg"}))
@@ -115,8 +115,9 @@ def fake_run_dir(tmp_path: Path, *checkpoints: str) -> Path:
     "checkpoints, flags, message",
     [
         ((), [], "has no checkpoints/ directory: it was deleted or moved, or the run stopped before its first checkpoint"),
-        (("best",), [], "no latest checkpoint in {run}/checkpoints, but a best one exists: use --best"),
-        (("latest",), ["--best"], "no best checkpoint in {run}/checkpoints, but a latest one exists: use no --best"),
+        # The layout before self-contained checkpoints: refused, naming the commit that restores it.
+        (("best",), [], "{run}/checkpoints holds checkpoints in the layout before self-contained checkpoints"),
+        (("latest",), ["--best"], "check out a44c0e9 to use it there"),
     ],
 )
 def test_evaluate_says_which_checkpoint_is_missing(tmp_path, capsys, checkpoints, flags, message):
