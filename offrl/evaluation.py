@@ -152,10 +152,9 @@ def summarize_episodes(
     return metrics
 
 
-@functools.partial(jax.jit, static_argnames=("treedef", "unread", "deterministic", "discrete"))
 def _seeds_actions(
-    treedef: Any, unread: tuple, leaves: list[jax.Array], observations: jax.Array, keys: jax.Array, deterministic: bool,
-    discrete: bool,
+    treedef: Any, unread: tuple, deterministic: bool, discrete: bool, leaves: list[jax.Array], observations: jax.Array,
+    keys: jax.Array,
 ) -> jax.Array:
     """Seed k's agent (leading seed axis) acts on the k-th block of observations with keys[k].
 
@@ -181,7 +180,7 @@ def _unread_leaves(treedef: Any, leaves: list[jax.Array], deterministic: bool, d
     keys = jax.ShapeDtypeStruct((seeds, 2), jnp.uint32)
     with jax.disable_jit():
         jaxpr = jax.make_jaxpr(
-            lambda leaves, observations, keys: _seeds_actions.__wrapped__(treedef, (), leaves, observations, keys, deterministic, discrete)
+            functools.partial(_seeds_actions, treedef, (), deterministic, discrete)
         )(leaves, observations, keys).jaxpr
     read = {id(var) for equation in jaxpr.eqns for var in equation.invars} | {id(var) for var in jaxpr.outvars}
     return tuple(
@@ -189,17 +188,25 @@ def _unread_leaves(treedef: Any, leaves: list[jax.Array], deterministic: bool, d
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_policy(treedef: Any, unread: tuple, deterministic: bool, discrete: bool) -> Callable:
+    """`_seeds_actions` with its static parts bound and jitted, one per agent structure (so a
+    run compiles it once): each step's call then hashes no static arguments."""
+    return jax.jit(functools.partial(_seeds_actions, treedef, unread, deterministic, discrete))
+
+
 def make_seeds_policy(state: LoopState, deterministic: bool, discrete: bool = False) -> Callable:
     """Every seed's policy on its own equal block of the observations, in one call.
 
     Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run.
-    The state is an argument of one module-level jitted function rather than a constant of a
-    fresh closure, so a run compiles its evaluation policy once, not at every evaluation."""
+    The state is an argument of a cached jitted function rather than a constant of a fresh
+    closure, so a run compiles its evaluation policy once, not at every evaluation."""
     leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
     unread = _unread_leaves(treedef, leaves, deterministic, discrete)
     skipped = {index for index, _, _ in unread}
     read = [leaf for index, leaf in enumerate(leaves) if index not in skipped]
-    return lambda observations, keys: _seeds_actions(treedef, unread, read, observations, keys, deterministic, discrete)
+    policy = _compiled_policy(treedef, unread, deterministic, discrete)
+    return lambda observations, keys: policy(read, observations, keys)
 
 
 def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, deterministic: bool, discrete: bool = False) -> PolicyFn:

@@ -69,7 +69,7 @@ def test_long_episodes_cross_key_chunks() -> None:
 
 def test_evaluation_policy_compiles_once_per_run() -> None:
     from offrl.agents import get_agent
-    from offrl.evaluation import _seeds_actions, evaluate_seeds
+    from offrl.evaluation import _compiled_policy, _unread_leaves, evaluate_seeds
     from offrl.loop import LoopState, stack_states
 
     cls, config = get_agent("iql-awr")
@@ -85,9 +85,12 @@ def test_evaluation_policy_compiles_once_per_run() -> None:
     envs = make_eval_vector_env("Pendulum-v1", 2, seed=0)
     agent = cls.create(config, example, jax.random.PRNGKey(0))
     state = stack_states([LoopState.initial(agent, jax.random.PRNGKey(0), 3)])
-    compiled_before = _seeds_actions._cache_size()
+    policies_before = _compiled_policy.cache_info().currsize
     for step in (0, 1, 2):  # new weights each time, as after training between evaluations
         state = jax.tree_util.tree_map(lambda leaf: leaf * 1.01 if np.issubdtype(leaf.dtype, np.floating) else leaf, state)
         evaluate_seeds(envs, state, [0], 2, deterministic=True, step=step, record_transitions=False)
     envs.close()
-    assert _seeds_actions._cache_size() - compiled_before == 1
+    assert _compiled_policy.cache_info().currsize - policies_before == 1
+    leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
+    policy = _compiled_policy(treedef, _unread_leaves(treedef, leaves, True, False), True, False)
+    assert policy._cache_size() == 1, "three evaluations, one compilation"
