@@ -1,4 +1,6 @@
-"""The losses agents share, written once: plain functions of arrays returning (loss, info).
+"""The losses agents share, written once: plain functions of arrays returning (loss, info),
+the info's keys named by the network the loss trains (value/, critic/, actor/), as FQL and
+OGBench log them.
 
 They hold no networks and no optimizers; an agent computes the forward passes (through
 `offrl.networks.apply`, which stops gradients into networks the loss must not train) and
@@ -21,7 +23,7 @@ def expectile_loss(diff: jax.Array, expectile: float | jax.Array) -> jax.Array:
 def expectile_value_loss(target_q: jax.Array, value: jax.Array, expectile: float | jax.Array) -> tuple[jax.Array, dict]:
     """IQL's value loss: V(s) regressed to an expectile of Q(s, a) over the dataset's actions."""
     loss = expectile_loss(target_q - value, expectile).mean()
-    return loss, {"value_loss": loss, "v": value.mean()}
+    return loss, {"value/loss": loss, "value/v": value.mean()}
 
 
 def td_target(batch: dict[str, jax.Array], next_value: jax.Array, discount: float | jax.Array) -> jax.Array:
@@ -32,7 +34,7 @@ def td_target(batch: dict[str, jax.Array], next_value: jax.Array, discount: floa
 def twin_q_loss(q: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
     """Sum over the Q heads of the mean squared TD error; q: [heads, batch], target: [batch]."""
     loss = ((q - target) ** 2).mean(axis=1).sum()
-    return loss, {"critic_loss": loss, "q": q.mean(), "td_target": target.mean()}
+    return loss, {"critic/loss": loss, "critic/q": q.mean(), "critic/td_target": target.mean()}
 
 
 def ddpg_bc_loss(
@@ -51,7 +53,7 @@ def ddpg_bc_loss(
     scale = q_weight / jax.lax.stop_gradient(jnp.abs(q_policy).mean() + 1e-6) if normalize_q else q_weight  # Q may start at 0
     bc = squared_action_error(policy_actions, data_actions, bc_mean_over_action_dims)
     loss = -(scale * q_policy).mean() + bc_weight * bc
-    return loss, {"actor_loss": loss, "q_policy": q_policy.mean(), "bc_mse": bc}
+    return loss, {"actor/loss": loss, "actor/q_policy": q_policy.mean(), "actor/bc_mse": bc}
 
 
 def squared_action_error(policy_actions: jax.Array, data_actions: jax.Array, mean_over_action_dims: bool = False) -> jax.Array:
@@ -69,4 +71,4 @@ def weighted_log_likelihood_loss(dist: distrax.Distribution, actions: jax.Array,
     """-mean(w * log pi(a | s)): AWR with its weights, behaviour cloning with weights 1."""
     log_probs = dist.log_prob(actions)
     loss = -(weights * log_probs).mean()
-    return loss, {"actor_loss": loss, "awr_weight": jnp.mean(weights), "log_prob": log_probs.mean()}
+    return loss, {"actor/loss": loss, "actor/awr_weight": jnp.mean(weights), "actor/log_prob": log_probs.mean()}

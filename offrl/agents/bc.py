@@ -81,9 +81,9 @@ class BCAgent(flax.struct.PyTreeNode):
         output = apply(self.actor, batch["observations"], params=params)
         if self.config["policy_head"] == "gaussian":
             loss, info = weighted_log_likelihood_loss(output, batch["actions"], jnp.ones(()))
-            return loss, {"actor_loss": loss, "log_prob": info["log_prob"], "policy_std": output.stddev().mean()}
+            return loss, {"actor/loss": loss, "actor/log_prob": info["actor/log_prob"], "actor/policy_std": output.stddev().mean()}
         mse = squared_action_error(jnp.tanh(output), batch["actions"])
-        return mse, {"actor_loss": mse, "bc_mse": mse}
+        return mse, {"actor/loss": mse, "actor/bc_mse": mse}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[BCAgent, dict]:

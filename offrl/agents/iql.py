@@ -225,7 +225,7 @@ class IQLAgent(flax.struct.PyTreeNode):
 
         advantage = target_q - jax.lax.stop_gradient(value if actor_value is None else actor_value)
         a_loss, a_info = self.actor_loss(params["actor"], batch, advantage, dropout_key)
-        info = {**v_info, **q_info, **a_info, "advantage": advantage.mean()}
+        info = {**v_info, **q_info, **a_info, "actor/advantage": advantage.mean()}
         return v_loss + q_loss + a_loss, info
 
     def _actor_apply(self, actor_params: Any, observations: jax.Array, dropout_key: jax.Array | None) -> Any:
@@ -249,10 +249,10 @@ class IQLAgent(flax.struct.PyTreeNode):
         dist = self._actor_apply(actor_params, observations, dropout_key)
         if extraction == "awr":
             loss, info = weighted_log_likelihood_loss(dist, actions, weights)
-            return loss, {**info, "policy_std": dist.stddev().mean()}
+            return loss, {**info, "actor/policy_std": dist.stddev().mean()}
         tokens = self.tokenizer.encode(actions)
         loss, info = weighted_log_likelihood_loss(dist, tokens, weights)
-        return loss, {**info, "policy_entropy": dist.entropy().mean()}
+        return loss, {**info, "actor/policy_entropy": dist.entropy().mean()}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[IQLAgent, dict]:

@@ -238,17 +238,17 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         # The bonus is per step, so it scales with episode length like the policy term.
         loss = policy_loss - config["entropy_coef"] * per_episode_sum(dist.entropy(), batch) + value_loss
         info = {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "return_to_go": masked_mean(returns, masks),
-            "advantage": masked_mean(advantages, masks),
-            "advantage_abs": masked_mean(jnp.abs(advantages), masks),
+            "actor/loss": policy_loss,
+            "value/loss": value_loss,
+            "actor/entropy": entropy,
+            "value/return_to_go": masked_mean(returns, masks),
+            "actor/advantage": masked_mean(advantages, masks),
+            "actor/advantage_abs": masked_mean(jnp.abs(advantages), masks),
         }
         if values is not None:
-            info["v"] = masked_mean(values, masks)
+            info["value/v"] = masked_mean(values, masks)
         if not self.discrete:
-            info["policy_std"] = dist.stddev().mean()
+            info["actor/policy_std"] = dist.stddev().mean()
         return loss, info
 
     @jax.jit

@@ -119,7 +119,7 @@ class TD3BCAgent(flax.struct.PyTreeNode):
         policy_actions = self.policy(actor_params, batch["observations"])
         q_policy = apply(critic, batch["observations"], policy_actions)[0]
         loss, info = ddpg_bc_loss(q_policy, policy_actions, batch["actions"], q_weight=self.config.alpha, bc_mean_over_action_dims=True)
-        return loss, {**info, "lambda": self.config.alpha / (jnp.abs(q_policy).mean() + 1e-6)}
+        return loss, {**info, "actor/lambda": self.config.alpha / (jnp.abs(q_policy).mean() + 1e-6)}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[TD3BCAgent, dict]:
