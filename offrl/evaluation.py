@@ -172,20 +172,19 @@ def _seeds_actions(
     return actions.reshape(-1, *actions.shape[2:])
 
 
-def _unread_leaves(treedef: Any, leaves: list[jax.Array], deterministic: bool, discrete: bool) -> tuple:
-    """(position, shape, dtype) of the leaves `_seeds_actions` does not read, from its
-    computation traced once with jit inlined (a jitted method's unused inputs count as unread)."""
-    seeds, dim = leaves[-1].shape
+@functools.lru_cache(maxsize=64)
+def _unread_leaves(treedef: Any, shapes: tuple, deterministic: bool, discrete: bool) -> tuple:
+    """(position, shape, dtype) of the leaves (of these `shapes`: (shape, dtype) each) that
+    `_seeds_actions` does not read, from its computation traced once per agent structure with
+    jit inlined (a jitted method's unused inputs count as unread)."""
+    leaves = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes]
+    seeds, dim = shapes[-1][0]
     observations = jax.ShapeDtypeStruct((seeds, dim), jnp.float32)
     keys = jax.ShapeDtypeStruct((seeds, 2), jnp.uint32)
     with jax.disable_jit():
-        jaxpr = jax.make_jaxpr(
-            functools.partial(_seeds_actions, treedef, (), deterministic, discrete)
-        )(leaves, observations, keys).jaxpr
+        jaxpr = jax.make_jaxpr(functools.partial(_seeds_actions, treedef, (), deterministic, discrete))(leaves, observations, keys).jaxpr
     read = {id(var) for equation in jaxpr.eqns for var in equation.invars} | {id(var) for var in jaxpr.outvars}
-    return tuple(
-        (index, leaf.shape, leaf.dtype) for index, (var, leaf) in enumerate(zip(jaxpr.invars, leaves)) if id(var) not in read
-    )
+    return tuple((index, *shapes[index]) for index, var in enumerate(jaxpr.invars[: len(leaves)]) if id(var) not in read)
 
 
 @functools.lru_cache(maxsize=64)
@@ -202,7 +201,7 @@ def make_seeds_policy(state: LoopState, deterministic: bool, discrete: bool = Fa
     The state is an argument of a cached jitted function rather than a constant of a fresh
     closure, so a run compiles its evaluation policy once, not at every evaluation."""
     leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
-    unread = _unread_leaves(treedef, leaves, deterministic, discrete)
+    unread = _unread_leaves(treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), deterministic, discrete)
     skipped = {index for index, _, _ in unread}
     read = [leaf for index, leaf in enumerate(leaves) if index not in skipped]
     policy = _compiled_policy(treedef, unread, deterministic, discrete)

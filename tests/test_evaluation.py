@@ -92,5 +92,6 @@ def test_evaluation_policy_compiles_once_per_run() -> None:
     envs.close()
     assert _compiled_policy.cache_info().currsize - policies_before == 1
     leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
-    policy = _compiled_policy(treedef, _unread_leaves(treedef, leaves, True, False), True, False)
+    unread = _unread_leaves(treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), True, False)
+    policy = _compiled_policy(treedef, unread, True, False)
     assert policy._cache_size() == 1, "three evaluations, one compilation"
