@@ -11,13 +11,15 @@ each is reported, since these machines are shared and noisy.
     python benchmarks/eval_speed.py [--episodes 10,100] [--envs HalfCheetah-v5,umaze] [--rounds 3]
 
 `umaze` is the umaze evaluation env of the built-in maze datasets (no dataset is built). The last line is the largest ratio measured for
-HalfCheetah at 10 episodes: `eval/vector ratio: X` (the target is <= 1.3).
+HalfCheetah at 10 episodes: `eval/vector ratio: X` (the target is <= 1.3, on idle cores: the
+load average is printed with the table).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     rows = []
     for name in args.envs.split(","):
         factory = env_factory(name)
@@ -109,6 +112,8 @@ def main() -> None:
             envs.close()
             rows.append((name, episodes, min(vector), min(offrl)))
 
+    # Timings on shared cores mean little without the load they were taken under.
+    print(f"load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores")
     print("| env | episodes | SyncVectorEnv, random actions (s) | offrl evaluation (s) | offrl / vector |")
     print("|---|---|---|---|---|")
     for name, episodes, vector, offrl in rows:

@@ -24,11 +24,8 @@ def load_policy(run_dir: str | Path, best: bool = False) -> Policy:
 
     manager_dir, step = ckpt.find_checkpoint(run_dir, "best" if best else "latest")
     state, experiment, step = restore_run(manager_dir / str(step), data=False)
-    if manager_dir.name in ckpt.LEGACY_MANAGERS:  # no meta: the spaces come from the env itself
-        score, env = None, ckpt.env_record(experiment.spec)
-    else:
-        meta = ckpt.read_meta(manager_dir, step)
-        score, env = meta.get("score"), meta["env"]
+    meta = ckpt.read_meta(manager_dir, step)
+    score, env = meta.get("score"), meta["env"]
     if env["observation_space"] is None:
         raise ValueError(f"{run_dir} has no evaluation env to take observation and action spaces from; train with --env ENV_ID")
     return Policy(

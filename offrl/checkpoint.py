@@ -16,10 +16,9 @@ step whose meta promises a manifest that is missing was cut short; steps written
 manifests carry no promise and are used unverified. One process at a time writes a run
 directory: `run_dir_lock`.
 
-Run directories written before (checkpoints/latest/<step> and checkpoints/best/<step>, no
-meta) still restore, through their dataset (`is_legacy`). Checkpoints of an older state
-layout (meta `format` below `META_FORMAT`) that no longer fit the agent fail with a
-`CheckpointFormatError` that says what to do, and are not resumed. Restoring builds an abstract
+This is the one format. Older run directories (checkpoints/latest/<step> and
+checkpoints/best/<step>, no meta; or meta `format` below `META_FORMAT`) fail with a one-line
+`CheckpointFormatError` that names the commit to check out to use them. Restoring builds an abstract
 state on the current default device, so a checkpoint written on a GPU restores on a CPU.
 """
 
@@ -49,7 +48,10 @@ LOCK_FILE = "run.lock"  # in the run directory: fcntl-locked by the process writ
 # format 2 has a different pytree. Bump it with any change that stops older states restoring.
 META_FORMAT = 3
 FORMAT_CHANGES = {2: "5826318"}  # format -> the first commit on main that no longer wrote it
+# Before self-contained checkpoints (61afac5) a run kept checkpoints/latest/ and checkpoints/best/;
+# a44c0e9 is the last commit on main that still restores them.
 LEGACY_MANAGERS = ("latest", "best")
+LEGACY_LAYOUT_READER = "a44c0e9"
 # Env factories a checkpoint may name (module:function); any other evaluation env is stored
 # as its gymnasium EnvSpec. A closed list: a run directory must not be able to import code.
 STORABLE_FACTORIES = (
@@ -155,12 +157,7 @@ def check_resumable(run_dir: Path) -> None:
     before self-contained checkpoints, or of an older `META_FORMAT` (training on would mix two
     state layouts even where the older one happens to restore)."""
     for directory in [Path(run_dir), *sorted(Path(run_dir).glob("seed*"))]:
-        if is_legacy(directory / "checkpoints"):
-            raise FileNotFoundError(
-                f"{directory / 'checkpoints'} holds checkpoints in the layout before self-contained checkpoints "
-                "(latest/, best/), which training no longer continues; evaluate it with scripts/evaluate.py "
-                "(its dataset must be present) or start a new run"
-            )
+        check_not_legacy(directory / "checkpoints")
         metas = (_readable_meta(directory / "checkpoints", step) for step in reversed(_steps(directory / "checkpoints")))
         meta = next((meta for meta in metas if meta is not None), None)  # a damaged newest step must not hide the format
         if meta is not None and is_older_format(meta.get("format")):
@@ -177,9 +174,13 @@ def saved_step(run_dir: Path) -> int | None:
     return None if None in latest else min(latest)
 
 
-def is_legacy(directory: Path) -> bool:
-    """Whether RUN_DIR/checkpoints holds the old two-manager layout (latest/, best/)."""
-    return any((Path(directory) / name).is_dir() for name in LEGACY_MANAGERS)
+def check_not_legacy(directory: Path) -> None:
+    """Refuse RUN_DIR/checkpoints in the layout before self-contained checkpoints (latest/, best/)."""
+    if any((Path(directory) / name).is_dir() for name in LEGACY_MANAGERS):
+        raise CheckpointFormatError(
+            f"{directory} holds checkpoints in the layout before self-contained checkpoints (latest/, best/), which "
+            f"this code no longer restores: retrain it with a new run, or check out {LEGACY_LAYOUT_READER} to use it there"
+        )
 
 
 def abstract_like(state: Any) -> Any:
@@ -200,10 +201,11 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
     `which` is "latest" or "best" (the best evaluation score). A run directory without the
     requested checkpoint gets an error that says what is there instead."""
     path = Path(path).resolve()
+    if path.name in LEGACY_MANAGERS or path.parent.name in LEGACY_MANAGERS:  # checkpoints/latest[/STEP]
+        check_not_legacy(path.parent if path.name in LEGACY_MANAGERS else path.parent.parent)
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
-        if is_legacy(path):
-            path = path / which
+        check_not_legacy(path)
     elif (path / CONFIG_FILE).is_file():
         seed_dirs = sorted(child.name for child in path.glob("seed*") if (child / "checkpoints").is_dir())
         if seed_dirs:
@@ -212,19 +214,8 @@ def find_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, int]
             f"run directory {path} has no checkpoints/ directory: it was deleted or moved, or the run stopped "
             "before its first checkpoint; nothing to evaluate or resume"
         )
-    if path.name == "checkpoints" and not is_legacy(path):
+    if path.name == "checkpoints":
         return path, _pick_step(path, which)
-    if path.name in LEGACY_MANAGERS and path.parent.name == "checkpoints":
-        steps = _steps(path)
-        if steps:
-            return path, steps[-1]
-        other = "best" if path.name == "latest" else "latest"
-        if _steps(path.parent / other):
-            flag = "--best" if other == "best" else "no --best"
-            raise FileNotFoundError(f"no {path.name} checkpoint in {path.parent}, but a {other} one exists: use {flag}")
-        raise FileNotFoundError(f"no checkpoint in {path.parent} (neither latest/ nor best/ holds one)")
-    if path.name.isdigit() and path.parent.name in LEGACY_MANAGERS:
-        return path.parent, int(path.name)
     if path.name.isdigit() and path.parent.name == "checkpoints":
         problem = damage(path.parent, int(path.name))
         if problem is not None:  # this step was asked for: no fallback
@@ -364,8 +355,6 @@ def restore(manager_dir: Path, step: int, target: Any) -> Any:
     """Restore the state at `step` into the structure of `target` (a concrete or abstract state)."""
     manager = ocp.CheckpointManager(Path(manager_dir).resolve())
     try:
-        if Path(manager_dir).name in LEGACY_MANAGERS:
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
         try:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target))))
         except ValueError:  # orbax: the saved pytree does not match the target's
@@ -397,8 +386,7 @@ def _readable_meta(manager_dir: Path, step: int) -> dict[str, Any] | None:
 
 
 def run_dir_of(manager_dir: Path) -> Path:
-    manager_dir = Path(manager_dir).resolve()
-    return manager_dir.parent.parent if manager_dir.name in LEGACY_MANAGERS else manager_dir.parent
+    return Path(manager_dir).resolve().parent
 
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """Evaluation: a batch of episodes in a gymnasium vector env, one batched policy call per step,
-for one policy or for every seed of a stacked loop state at once (`evaluate_seeds`)."""
+for one policy or for every seed of a stacked loop state at once (`evaluate_seeds`); the
+policy is `offrl.policy.policy_actions`, compiled once per run."""
 
 from __future__ import annotations
 
@@ -13,36 +14,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl.envs import make_eval_vector_env
+from offrl.envs import flatten_observation, make_eval_vector_env
 from offrl.envs.spec import DatasetSpec
 from offrl.loop import LoopState, stack_states
+from offrl.policy import env_actions, policy_actions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, deterministic: bool) -> PolicyFn:
-    """The agent's action sampler on raw environment observations (normalized as in training)."""
-
-    def policy(observations: jax.Array, key: jax.Array) -> jax.Array:
-        return agent.sample_actions((observations - obs_mean) / obs_std, key, deterministic=deterministic)
-
-    return jax.jit(policy)
+PolicyFn = Callable[[np.ndarray, jax.Array], jax.Array]
+KEY_CHUNK = 128
 
 
 @jax.jit
 def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`jax.random.split` for one key ([2]) or a stack of keys ([n, 2]), each split on its own.
-
-    Jitted: evaluation splits once per environment step, and the un-jitted vmap cost 4-6 ms
-    there, more than the simulator's step (issue 20)."""
+    """`jax.random.split` for one key ([2]) or a stack of keys ([n, 2]), each split on its own."""
     if key.ndim == 1:
         new_key, step_key = jax.random.split(key)
         return new_key, step_key
     pairs = jax.vmap(jax.random.split)(key)
     return pairs[:, 0], pairs[:, 1]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _step_keys(key: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
+    """`num_steps` successive `split_key` steps in one call: (the key after them, the step keys)."""
+    return jax.lax.scan(lambda key, _: split_key(key), key, None, length=num_steps)
+
+
+def _sub_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env], gym.Space]:
+    """The sub-envs and their own observation space of a `SyncVectorEnv`, bare or under the one
+    flattening wrapper of `offrl.envs.make_eval_vector_env` (which this loop applies itself)."""
+    inner = envs.env if isinstance(envs, TransformObservation) else envs
+    if type(inner) is not SyncVectorEnv:
+        raise TypeError(f"run_episodes steps the sub-envs of a SyncVectorEnv (offrl.envs.make_eval_vector_env), got {envs}")
+    return list(inner.envs), inner.single_observation_space
 
 
 def run_episodes(
@@ -53,94 +59,23 @@ def run_episodes(
     record_transitions: bool = True,
     frames: list[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Exactly one episode per sub-environment.
+    """Exactly one episode per sub-environment, with one batched policy call per step.
 
-    Sub-environments that finish early keep stepping (the vector env resets them), but
-    nothing after their first episode is counted. Success is whether the env ever
-    reported `success`/`is_success` during the episode; `success_steps` is the step count
-    at which it first did (-1 if never): the steps to the goal.
+    The sub-envs are stepped directly, a finished one no more: the vector env's per-step
+    info merging and autoreset bookkeeping cost as much as a fast simulator's step. Env i is
+    reset with seed[i] (an int seed: seed + i). Success is whether the env ever reported
+    `success`/`is_success` during the episode; `success_steps` is the step count at which it
+    first did (-1 if never): the steps to the goal. Each step's key is the next of a chain of
+    `split_key`s from `key`, made `KEY_CHUNK` steps per call.
 
-    Besides the per-episode results, every counted step is returned as a transition
-    (observations, actions, rewards, next_observations, terminals, episode_ends, env_ids),
-    in stepping order, so online agents train on exactly the episodes this collects;
-    `np.argsort(env_ids, kind="stable")` puts them in episode order. Scoring alone passes
-    `record_transitions=False`: then only the actions and env ids come back, and the
-    sub-envs of a plain vector env are stepped directly (faster, the same results).
-    `frames`, when given, receives the first sub-env's rendered frame before each step of its
-    episode (envs made with `render=True`): the video of an evaluation episode.
+    Besides the per-episode results, every step comes back as a transition (observations,
+    actions, rewards, next_observations, terminals, episode_ends, env_ids), in stepping order,
+    so online agents train on exactly the episodes this collects; `np.argsort(env_ids,
+    kind="stable")` puts them in episode order. With `record_transitions=False` only the
+    actions and env ids come back. `frames`, when given, receives the first sub-env's
+    rendered frame before each step of its episode (envs made with `render=True`).
     """
-    if not record_transitions and frames is None:
-        direct = _flat_sync_envs(envs)
-        if direct is not None:
-            return _score_sub_envs(*direct, policy, key, seed)
-    num_envs = envs.num_envs
-    discrete = isinstance(envs.single_action_space, gym.spaces.Discrete)
-    observations, _ = envs.reset(seed=seed)
-    returns = np.zeros(num_envs)
-    lengths = np.zeros(num_envs, dtype=np.int64)
-    successes = np.zeros(num_envs, dtype=bool)
-    success_steps = np.full(num_envs, -1, dtype=np.int64)
-    active = np.ones(num_envs, dtype=bool)
-    steps: dict[str, list[np.ndarray]] = {
-        name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
-    }
-    while active.any():
-        if frames is not None and active[0]:
-            frames.append(envs.render()[0])
-        key, step_key = split_key(key)
-        actions = np.asarray(policy(np.asarray(observations, np.float32), step_key))
-        env_actions = actions[:, 0].astype(np.int64) if discrete else actions
-        next_observations, rewards, terminations, truncations, infos = envs.step(env_actions)
-        terminations, truncations = np.asarray(terminations), np.asarray(truncations)
-        returns += np.where(active, rewards, 0.0)
-        lengths += active
-        for name in ("success", "is_success"):
-            if name in infos:
-                first = active & ~successes & np.asarray(infos[name], dtype=bool)
-                success_steps[first] = lengths[first]
-                successes |= first
-        if record_transitions:
-            steps["observations"].append(np.asarray(observations)[active])
-            steps["actions"].append(actions[active])
-            # With NEXT_STEP autoreset the observation returned on a final step is still the
-            # episode's last state, not the next episode's first.
-            steps["next_observations"].append(np.asarray(next_observations)[active])
-            steps["rewards"].append(np.asarray(rewards, np.float32)[active])
-            steps["terminals"].append(terminations[active].astype(np.float32))
-            steps["episode_ends"].append((terminations | truncations)[active].astype(np.float32))
-            steps["env_ids"].append(np.flatnonzero(active))
-        observations = next_observations
-        active &= ~(terminations | truncations)
-    return {
-        "returns": returns,
-        "lengths": lengths,
-        "successes": successes,
-        "success_steps": success_steps,
-        **{name: np.concatenate(values) for name, values in steps.items() if values},
-    }
-
-
-def _flat_sync_envs(envs: gym.vector.VectorEnv) -> tuple[list[gym.Env], gym.Space] | None:
-    """The sub-envs and their observation space when `envs` is a `SyncVectorEnv`, bare or
-    under the one flattening wrapper of `offrl.envs.make_eval_vector_env`; else None (other
-    wrappers must not be bypassed)."""
-    inner = envs.env if isinstance(envs, TransformObservation) else envs
-    if type(inner) is not SyncVectorEnv:
-        return None
-    return list(inner.envs), inner.single_observation_space
-
-
-def _score_sub_envs(
-    sub_envs: list[gym.Env], space: gym.Space, policy: PolicyFn, key: jax.Array, seed: int | list[int]
-) -> dict[str, np.ndarray]:
-    """`run_episodes` without transitions (only the actions and their env ids), stepping the
-    sub-envs directly.
-
-    The vector env's per-step info merging and autoreset bookkeeping cost as much as a fast
-    simulator's step, and a finished sub-env need not be stepped again. The step keys are
-    those of `run_episodes` (one `split_key` per step), computed `KEY_CHUNK` steps per call;
-    the actions, and so the results, are the same.
-    """
+    sub_envs, space = _sub_envs(envs)
     num_envs = len(sub_envs)
     seeds = seed if isinstance(seed, list) else [None if seed is None else seed + index for index in range(num_envs)]
     flat = isinstance(space, gym.spaces.Box) and len(space.shape) == 1
@@ -151,46 +86,41 @@ def _score_sub_envs(
     successes = np.zeros(num_envs, dtype=bool)
     success_steps = np.full(num_envs, -1, dtype=np.int64)
     active = np.ones(num_envs, dtype=bool)
-    counted_actions, env_ids = [], []
+    names = ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "env_ids")
+    steps: dict[str, list] = {name: [] for name in (names if record_transitions else ("actions", "env_ids"))}
     step = 0
     while active.any():
+        if frames is not None and active[0]:
+            frames.append(sub_envs[0].render())
         if step % KEY_CHUNK == 0:
             key, step_keys = _step_keys(key, KEY_CHUNK)
             step_keys = np.asarray(step_keys)
-        observations = raw if flat else [gym.spaces.flatten(space, observation) for observation in raw]
-        actions = np.asarray(policy(np.asarray(observations, np.float32), step_keys[step % KEY_CHUNK]))
+        observations = np.asarray(raw if flat else [flatten_observation(space, observation) for observation in raw], np.float32)
+        actions = np.asarray(policy(observations, step_keys[step % KEY_CHUNK]))
+        to_env = env_actions(actions, discrete)
         step += 1
         stepping = np.flatnonzero(active)
-        counted_actions.append(actions[stepping])
-        env_ids.append(stepping)
+        steps["actions"].append(actions[stepping])
+        steps["env_ids"].append(stepping)
         for index in stepping:
-            action = int(actions[index, 0]) if discrete else actions[index]
-            observation, reward, terminated, truncated, info = sub_envs[index].step(action)
+            observation, reward, terminated, truncated, info = sub_envs[index].step(to_env[index])
             raw[index] = observation
             returns[index] += reward
             lengths[index] += 1
             if not successes[index] and (info.get("success", False) or info.get("is_success", False)):
                 successes[index] = True
                 success_steps[index] = lengths[index]
+            if record_transitions:
+                steps["observations"].append(observations[index])
+                steps["next_observations"].append(observation if flat else flatten_observation(space, observation))
+                steps["rewards"].append(reward)
+                steps["terminals"].append(terminated)
+                steps["episode_ends"].append(terminated or truncated)
             if terminated or truncated:
                 active[index] = False
-    return {
-        "returns": returns,
-        "lengths": lengths,
-        "successes": successes,
-        "success_steps": success_steps,
-        "actions": np.concatenate(counted_actions),
-        "env_ids": np.concatenate(env_ids),
-    }
-
-
-KEY_CHUNK = 128
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _step_keys(key: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
-    """`num_steps` successive `split_key` steps in one call: (the key after them, the step keys)."""
-    return jax.lax.scan(lambda key, _: split_key(key), key, None, length=num_steps)
+    episodes = {"returns": returns, "lengths": lengths, "successes": successes, "success_steps": success_steps,
+                "actions": np.concatenate(steps.pop("actions")), "env_ids": np.concatenate(steps.pop("env_ids"))}
+    return {**episodes, **{name: np.asarray(values, np.float32) for name, values in steps.items()}}
 
 
 def summarize_episodes(
@@ -222,32 +152,67 @@ def summarize_episodes(
     return metrics
 
 
-@functools.partial(jax.jit, static_argnames=("treedef", "deterministic"))
 def _seeds_actions(
-    treedef: Any, leaves: list[jax.Array], observations: jax.Array, keys: jax.Array, deterministic: bool
+    treedef: Any, unread: tuple, deterministic: bool, discrete: bool, leaves: list[jax.Array], observations: jax.Array,
+    keys: jax.Array,
 ) -> jax.Array:
     """Seed k's agent (leading seed axis) acts on the k-th block of observations with keys[k].
 
-    (agent, obs_mean, obs_std) come flattened: a list of arrays is dispatched several times
-    faster than the agent's nested pytree, which matters at one call per environment step."""
+    (agent, obs_mean, obs_std) come flattened, without the leaves the policy does not read
+    (`unread`: their positions and shapes, rebuilt here as zeros that compile away): every
+    argument costs dispatch time at each environment step, and an agent's optimizer states
+    and critics are most of its leaves."""
+    leaves = list(leaves)
+    for index, shape, dtype in unread:
+        leaves.insert(index, jnp.zeros(shape, dtype))
     agent, obs_mean, obs_std = jax.tree_util.tree_unflatten(treedef, leaves)
-
-    def act(agent: Any, mean: jax.Array, std: jax.Array, block: jax.Array, key: jax.Array) -> jax.Array:
-        return agent.sample_actions((block - mean) / std, key, deterministic=deterministic)
-
+    act = functools.partial(policy_actions, deterministic=deterministic, discrete=discrete)
     blocks = observations.reshape(keys.shape[0], -1, observations.shape[-1])
     actions = jax.vmap(act)(agent, obs_mean, obs_std, blocks, keys)
     return actions.reshape(-1, *actions.shape[2:])
 
 
-def make_seeds_policy(state: LoopState, deterministic: bool) -> Callable:
+@functools.lru_cache(maxsize=64)
+def _unread_leaves(treedef: Any, shapes: tuple, deterministic: bool, discrete: bool) -> tuple:
+    """(position, shape, dtype) of the leaves (of these `shapes`: (shape, dtype) each) that
+    `_seeds_actions` does not read, from its computation traced once per agent structure with
+    jit inlined (a jitted method's unused inputs count as unread)."""
+    leaves = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes]
+    seeds, dim = shapes[-1][0]
+    observations = jax.ShapeDtypeStruct((seeds, dim), jnp.float32)
+    keys = jax.ShapeDtypeStruct((seeds, 2), jnp.uint32)
+    with jax.disable_jit():
+        jaxpr = jax.make_jaxpr(functools.partial(_seeds_actions, treedef, (), deterministic, discrete))(leaves, observations, keys).jaxpr
+    read = {id(var) for equation in jaxpr.eqns for var in equation.invars} | {id(var) for var in jaxpr.outvars}
+    return tuple((index, *shapes[index]) for index, var in enumerate(jaxpr.invars[: len(leaves)]) if id(var) not in read)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_policy(treedef: Any, unread: tuple, deterministic: bool, discrete: bool) -> Callable:
+    """`_seeds_actions` with its static parts bound and jitted, one per agent structure (so a
+    run compiles it once): each step's call then hashes no static arguments."""
+    return jax.jit(functools.partial(_seeds_actions, treedef, unread, deterministic, discrete))
+
+
+def make_seeds_policy(state: LoopState, deterministic: bool, discrete: bool = False) -> Callable:
     """Every seed's policy on its own equal block of the observations, in one call.
 
     Takes one key per seed ([seeds, 2]), so seed k's actions are those of a single-seed run.
-    The state is an argument of one module-level jitted function rather than a constant of a
-    fresh closure, so a run compiles its evaluation policy once, not at every evaluation."""
+    The state is an argument of a cached jitted function rather than a constant of a fresh
+    closure, so a run compiles its evaluation policy once, not at every evaluation."""
     leaves, treedef = jax.tree_util.tree_flatten((state.agent, state.obs_mean, state.obs_std))
-    return lambda observations, keys: _seeds_actions(treedef, leaves, observations, keys, deterministic)
+    unread = _unread_leaves(treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), deterministic, discrete)
+    skipped = {index for index, _, _ in unread}
+    read = [leaf for index, leaf in enumerate(leaves) if index not in skipped]
+    policy = _compiled_policy(treedef, unread, deterministic, discrete)
+    return lambda observations, keys: policy(read, observations, keys)
+
+
+def make_policy(agent: Any, obs_mean: jax.Array, obs_std: jax.Array, deterministic: bool, discrete: bool = False) -> PolicyFn:
+    """One agent's policy on raw flat observations, with one key [2] per call (videos, tests)."""
+    one = jax.tree_util.tree_map(lambda leaf: leaf[None], LoopState.initial(agent, jax.random.PRNGKey(0), obs_mean.shape[-1]))
+    seeds_policy = make_seeds_policy(one.replace(obs_mean=obs_mean[None], obs_std=obs_std[None]), deterministic, discrete)
+    return lambda observations, key: seeds_policy(observations, key[None])
 
 
 def eval_env_seeds(seeds: list[int], episodes_per_seed: int) -> list[int]:
@@ -268,7 +233,7 @@ def evaluate_seeds(
     """One batch of episodes for all seeds; seed k gets the environment seeds and policy keys
     a single-seed run with seed k would use, so the two evaluate identically. Without
     `record_transitions` only the per-episode results and the actions come back (faster)."""
-    policy = make_seeds_policy(state, deterministic)
+    policy = make_seeds_policy(state, deterministic, isinstance(envs.single_action_space, gym.spaces.Discrete))
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(seed + 1), step) for seed in seeds])
     episodes = run_episodes(envs, policy, keys, eval_env_seeds(seeds, episodes_per_seed), record_transitions)
     return split_episodes(episodes, len(seeds), episodes_per_seed)

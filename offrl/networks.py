@@ -78,108 +78,75 @@ class ValueNetwork(nn.Module):
 
 
 STD_PARAMETRIZATIONS = ("state", "parameter", "bounded_parameter")
+POLICY_HEADS = ("gaussian", "deterministic", "categorical")
 
 
-class GaussianPolicy(nn.Module):
-    """Diagonal Gaussian over actions; the mean is a state-dependent head (tanh-bounded by default).
+class Policy(nn.Module):
+    """One MLP trunk (activated last layer, optional dropout when called with train=True) and a head:
 
-    The log std is, by `std_parametrization`:
-      state:             a state-dependent linear head, clipped to [log_std_min, log_std_max] (jaxrl_m);
-      parameter:         a state-independent parameter, clipped likewise (the IQL authors' code);
-      bounded_parameter: log_std_min + sigmoid(p) * (log_std_max - log_std_min), p state-independent
-                         and 0 at init (d3rlpy's `use_std_parameter`), so its gradient never vanishes.
-    `state_dependent_std=False` is kept as the spelling of `parameter` other agents use."""
+      gaussian:      a diagonal Gaussian over `output_dim` action dims, mean tanh-bounded by
+                     default; its log std is, by `std_parametrization`:
+                       state:             a state-dependent linear head, clipped to [log_std_min, log_std_max] (jaxrl_m);
+                       parameter:         a state-independent parameter, clipped likewise (the IQL authors' code);
+                       bounded_parameter: log_std_min + sigmoid(p) * (log_std_max - log_std_min), p
+                                          state-independent and 0 at init (d3rlpy's `use_std_parameter`).
+      deterministic: mu(s) over `output_dim` dims before squashing; callers apply tanh or clip.
+      categorical:   a categorical over `output_dim` tokens or, with `bins_per_dim`, one
+                     categorical of that many bins per each of `output_dim` action dims.
+    `temperature` scales the Gaussian's std and divides the categorical logits."""
 
     hidden_dims: Sequence[int]
-    action_dim: int
+    output_dim: int
+    head: str = "gaussian"
+    bins_per_dim: int | None = None
     log_std_min: float = -5.0
     log_std_max: float = 2.0
-    state_dependent_std: bool = True
     tanh_mean: bool = True
-    std_parametrization: str | None = None  # overrides state_dependent_std when given
+    std_parametrization: str = "state"
     init_scheme: str = "glorot"
     final_init_scale: float = 1e-2
     dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Distribution:
+    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Distribution | jax.Array:
         features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
             observations, train=train
         )
-        means = nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
-        if self.tanh_mean:
-            means = jnp.tanh(means)
-        parametrization = self.std_parametrization or ("state" if self.state_dependent_std else "parameter")
-        if parametrization == "state":
-            log_stds = nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
+        output_size = self.output_dim * (self.bins_per_dim or 1)
+        outputs = nn.Dense(output_size, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
+        if self.head == "deterministic":
+            return outputs
+        if self.head == "categorical":
+            if self.bins_per_dim is None:
+                return distrax.Categorical(logits=outputs / temperature)
+            logits = outputs.reshape(*outputs.shape[:-1], self.output_dim, self.bins_per_dim)
+            return distrax.Independent(distrax.Categorical(logits=logits / temperature), reinterpreted_batch_ndims=1)
+        if self.head != "gaussian":
+            raise ValueError(f"policy head must be one of {', '.join(POLICY_HEADS)}, got {self.head!r}")
+        means = jnp.tanh(outputs) if self.tanh_mean else outputs
+        if self.std_parametrization == "state":
+            log_stds = nn.Dense(self.output_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
             log_stds = jnp.clip(log_stds, self.log_std_min, self.log_std_max)
-        elif parametrization == "parameter":
-            log_stds = self.param("log_stds", nn.initializers.zeros, (self.action_dim,))
+        elif self.std_parametrization == "parameter":
+            log_stds = self.param("log_stds", nn.initializers.zeros, (self.output_dim,))
             log_stds = jnp.broadcast_to(jnp.clip(log_stds, self.log_std_min, self.log_std_max), means.shape)
-        elif parametrization == "bounded_parameter":
-            raw = self.param("log_stds", nn.initializers.zeros, (self.action_dim,))
+        elif self.std_parametrization == "bounded_parameter":
+            raw = self.param("log_stds", nn.initializers.zeros, (self.output_dim,))
             log_stds = self.log_std_min + nn.sigmoid(raw) * (self.log_std_max - self.log_std_min)
             log_stds = jnp.broadcast_to(log_stds, means.shape)
         else:
-            raise ValueError(f"std_parametrization must be one of {', '.join(STD_PARAMETRIZATIONS)}, got {parametrization!r}")
+            raise ValueError(
+                f"std_parametrization must be one of {', '.join(STD_PARAMETRIZATIONS)}, got {self.std_parametrization!r}"
+            )
         return distrax.MultivariateNormalDiag(loc=means, scale_diag=jnp.exp(log_stds) * temperature)
 
 
-class DeterministicPolicy(nn.Module):
-    """mu(s) before squashing; callers apply tanh (training, evaluation) or clip (evaluation)."""
-
-    hidden_dims: Sequence[int]
-    action_dim: int
-    init_scheme: str = "glorot"
-    final_init_scale: float = 1e-2
-    dropout_rate: float = 0.0
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, train: bool = False) -> jax.Array:
-        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
-            observations, train=train
-        )
-        return nn.Dense(self.action_dim, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
-
-
-class CategoricalPolicy(nn.Module):
-    """A categorical distribution over `num_tokens` discrete actions (tokens)."""
-
-    hidden_dims: Sequence[int]
-    num_tokens: int
-    init_scheme: str = "glorot"
-    final_init_scale: float = 1e-2
-    dropout_rate: float = 0.0
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Categorical:
-        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
-            observations, train=train
-        )
-        logits = nn.Dense(self.num_tokens, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(features)
-        return distrax.Categorical(logits=logits / temperature)
-
-
-class FactorizedCategoricalPolicy(nn.Module):
-    """One categorical per action dimension (per-dimension bins): logits [..., dims, bins]."""
-
-    hidden_dims: Sequence[int]
-    action_dim: int
-    num_bins: int
-    init_scheme: str = "glorot"
-    final_init_scale: float = 1e-2
-    dropout_rate: float = 0.0
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, temperature: float = 1.0, train: bool = False) -> distrax.Distribution:
-        features = MLP(self.hidden_dims, activate_final=True, init_scheme=self.init_scheme, dropout_rate=self.dropout_rate)(
-            observations, train=train
-        )
-        logits = nn.Dense(self.action_dim * self.num_bins, kernel_init=kernel_init(self.init_scheme, self.final_init_scale))(
-            features
-        )
-        logits = logits.reshape(*logits.shape[:-1], self.action_dim, self.num_bins)
-        return distrax.Independent(distrax.Categorical(logits=logits / temperature), reinterpreted_batch_ndims=1)
+def apply(network: Any, *inputs: Any, params: Any = None, **kwargs: Any) -> Any:
+    """The network of a `TrainState` on `inputs`. Gradients reach only `params` when given
+    (the parameters a loss trains); by default the network's own parameters are used with
+    gradients stopped, so a loss cannot train a network it only reads (FQL's `select`)."""
+    params = jax.lax.stop_gradient(network.params) if params is None else params
+    return network.apply_fn({"params": params}, *inputs, **kwargs)
 
 
 def polyak_update(online: dict, target: dict, tau: float) -> dict:

@@ -2,9 +2,10 @@
 
 The evaluation env's observations are flattened (`offrl.envs.flatten_observations`),
 normalized with the run's statistics and given to `agent.sample_actions`; the actions go
-to `env.step` as they come, Discrete ones as integer indices. `Policy` does exactly that
-from a checkpoint alone (`offrl.load_policy`), and `scripts/export.py` traces the same
-function into a `jax.export` artefact, so the two cannot drift apart.
+to `env.step` as they come, Discrete ones as integer indices. That is `policy_actions`, the
+one policy function: evaluation and videos call it (`offrl.evaluation`), `Policy` calls it
+from a checkpoint alone (`offrl.load_policy`) and `offrl-export` traces it into a
+`jax.export` artefact, so none of them can drift apart.
 
 Spaces are described by JSON layouts (`space_layout`), stored with every checkpoint and in
 the export spec, so neither the dataset nor gymnasium is needed to know the inputs.
@@ -18,6 +19,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from offrl.transitions import normalize_observations
 
 Layout = dict[str, Any]
 
@@ -81,12 +84,19 @@ def observation_struct(layout: Layout, batch: Any) -> Any:
     return jax.ShapeDtypeStruct((batch, *layout["shape"]), jnp.float32)
 
 
-def env_actions(actions: jax.Array, action_layout: Layout | None) -> jax.Array:
-    """The agent's actions as `env.step` takes them: Discrete as int32 indices [batch]
-    (agents give [batch, 1] or [batch]), anything else unchanged."""
-    if action_layout is not None and action_layout["type"] == "Discrete":
-        return actions.reshape(actions.shape[0], -1)[:, 0].astype(jnp.int32)
-    return actions
+def env_actions(actions: Any, discrete: bool) -> Any:
+    """The agent's actions as `env.step` takes them: Discrete as int32 indices [batch] (agents
+    give [batch, 1] or [batch]), anything else unchanged. numpy and jax arrays alike."""
+    return actions.reshape(actions.shape[0], -1)[:, 0].astype(np.int32) if discrete else actions
+
+
+def policy_actions(
+    agent: Any, obs_mean: jax.Array, obs_std: jax.Array, observations: jax.Array, key: jax.Array, deterministic: bool, discrete: bool
+) -> jax.Array:
+    """The one policy function (evaluation, video, `Policy`, export): flat raw observations
+    [batch, dim], normalized as in training, to the actions `env.step` takes."""
+    actions = agent.sample_actions(normalize_observations(observations, obs_mean, obs_std), key, deterministic=deterministic)
+    return env_actions(actions, discrete)
 
 
 @dataclass
@@ -115,8 +125,8 @@ class Policy:
     def actions_fn(self, observations: Any, key: jax.Array, deterministic: bool = True) -> jax.Array:
         """The whole pure function, flattening to env actions (what export traces)."""
         flat = flatten(self.observation_layout, observations)
-        actions = self.agent.sample_actions((flat - self.obs_mean) / self.obs_std, key, deterministic=deterministic)
-        return env_actions(actions, self.action_layout)
+        discrete = self.action_layout["type"] == "Discrete"
+        return policy_actions(self.agent, self.obs_mean, self.obs_std, flat, key, deterministic, discrete)
 
     def __call__(self, observations: Any, key: jax.Array | None = None, deterministic: bool = True) -> np.ndarray:
         if key is None:

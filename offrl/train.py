@@ -33,9 +33,9 @@ from offrl.envs.spec import DatasetSpec
 from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
 from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
-from offrl.online import EpisodeSource, example_batch, online_spec
+from offrl.online import EpisodeSource, online_spec
 from offrl.run_config import derived_keys, given_resume_config, with_derived
-from offrl.transitions import Transitions
+from offrl.transitions import Transitions, normalize_observations
 from offrl.vmap import check_vmap, combination_name, combinations, parse_vmap
 
 
@@ -70,8 +70,8 @@ def normalize_transitions(transitions: Transitions, mean: np.ndarray, std: np.nd
     return Transitions(
         **{
             **transitions.as_dict(),
-            "observations": (transitions.observations - mean) / std,
-            "next_observations": (transitions.next_observations - mean) / std,
+            "observations": normalize_observations(transitions.observations, mean, std),
+            "next_observations": normalize_observations(transitions.next_observations, mean, std),
         }
     )
 
@@ -570,12 +570,9 @@ def restore_run(path: str | Path, which: str = "latest", data: bool = True) -> t
     With `data=False` it needs only the run directory: the agent is rebuilt from the config
     and input shapes saved with the checkpoint, the evaluation env from its stored
     description, and the experiment has no transitions. With `data=True` (for analyses
-    over the dataset) an offline run's dataset is loaded too. Older run directories
-    restore through their dataset either way."""
+    over the dataset) an offline run's dataset is loaded too."""
     manager_dir, step = ckpt.find_checkpoint(path, which)
     run_dir = ckpt.run_dir_of(manager_dir)
-    if manager_dir.name in ckpt.LEGACY_MANAGERS:
-        return _restore_legacy_run(manager_dir, step, run_dir)
     meta = ckpt.read_meta(manager_dir, step)
     experiment = experiment_from_meta(meta, run_dir)
     if data and experiment.config.get("dataset") and not getattr(experiment.agent_cls, "online", False):
@@ -595,24 +592,3 @@ def experiment_from_meta(meta: dict[str, Any], run_dir: Path) -> Experiment:
     if spec is None:  # an env not storable as JSON: rebuilt from the dataset, as before
         return build_experiment(config)
     return Experiment(with_derived(config, spec), agent_cls, agent_defaults, spec, transitions=None)
-
-
-def _restore_legacy_run(manager_dir: Path, step: int, run_dir: Path) -> tuple[LoopState, Experiment, int]:
-    """A checkpoint from before self-contained checkpoints (checkpoints/latest, best): its
-    shapes come from the dataset, which must therefore be present."""
-    from offrl.data import DatasetError
-
-    config = ckpt.load_config(run_dir)
-    try:
-        experiment = build_experiment(config)
-    except (DatasetError, FileNotFoundError) as error:
-        raise FileNotFoundError(
-            f"{run_dir} was saved before checkpoints stored their input shapes, so restoring it needs its dataset "
-            f"{config.get('dataset')!r}, which failed: {error}"
-        ) from None
-    if getattr(experiment.agent_cls, "online", False):  # no dataset: rows shaped like the env's
-        rows = example_batch(experiment.spec)
-    else:
-        rows = experiment.transitions[: max(256, int(config.get("num_tokens", 0)))].as_dict()
-    abstract_state = jax.eval_shape(lambda: experiment.initial_state(rows))
-    return ckpt.restore(manager_dir, step, abstract_state), experiment, step

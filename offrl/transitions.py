@@ -86,6 +86,13 @@ class Transitions:
         }
 
 
+def normalize_observations(observations: Any, mean: Any, std: Any) -> Any:
+    """(observations - mean) / std: what agents see of raw observations, with the dataset's
+    per-dimension statistics (`offrl.buffer.observation_statistics`; 0 and 1 when a run does
+    not normalize). numpy and jax arrays alike: training data, evaluation, export, zero-shot."""
+    return (observations - mean) / std
+
+
 def make_transitions(**arrays: np.ndarray) -> Transitions:
     """Build Transitions from arrays of any numeric dtype, casting to float32 and 1-D scalars."""
     out = {}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from offrl.agents import get_agent
-from offrl.agents.iql import awr_loss
+from offrl.losses import weighted_log_likelihood_loss
 
 from test_train import tiny_config
 
@@ -59,7 +59,7 @@ def test_gaussian_bc_is_awr_with_equal_weights():
     agent, batch = make_bc(), state_dependent_batch(seed=1)
     loss, _ = agent.loss(agent.actor.params, batch)
     dist = agent.actor.apply_fn({"params": agent.actor.params}, batch["observations"])
-    awr, _ = awr_loss(dist, batch["actions"], jnp.ones(len(batch["actions"])))
+    awr, _ = weighted_log_likelihood_loss(dist, batch["actions"], jnp.ones(len(batch["actions"])))
     np.testing.assert_allclose(loss, awr, rtol=1e-6)
 
 

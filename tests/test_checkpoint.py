@@ -125,35 +125,26 @@ def legacy_copy(run_dir: Path, target: Path) -> Path:
     return target
 
 
-def test_older_run_directories_restore_through_their_dataset(finished_run, tmp_path, capsys):
+def test_a_run_in_the_layout_before_self_contained_checkpoints_fails_in_one_line_naming_the_commit(
+    finished_run, tmp_path, capsys
+):
     run_dir, _ = finished_run
     legacy = legacy_copy(run_dir, tmp_path / "legacy")
-    state, experiment, step = restore_run(legacy)
-    assert step == 300 and experiment.transitions is not None
-    for a, b in zip(leaves(state), leaves(restore_run(run_dir)[0])):
-        np.testing.assert_array_equal(a, b)
-    assert evaluate_script.main([str(legacy), "--best"]) == 0
-
-    # Without the dataset: one line that says why and what it needs.
-    config = json.loads((legacy / "config.json").read_text())
-    (legacy / "config.json").write_text(json.dumps({**config, "dataset": str(tmp_path / "moved.hdf5")}))
+    for path in (legacy, legacy / "checkpoints" / "best", legacy / "checkpoints" / "latest" / "300"):
+        with pytest.raises(ckpt.CheckpointFormatError, match=f"check out {ckpt.LEGACY_LAYOUT_READER} to use it there"):
+            restore_run(path)
     capsys.readouterr()
-    assert main_guard(lambda: evaluate_script.main([str(legacy)])) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    assert "saved before checkpoints stored their input shapes" in err and "moved.hdf5" in err
-
-    # Resuming one is refused with what to do instead.
-    assert main_guard(lambda: train_script.main(["--resume", str(legacy), "--steps", "400"])) == 1
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "layout before self-contained checkpoints" in err and "start a new run" in err
+    for command in (lambda: evaluate_script.main([str(legacy)]), lambda: train_script.main(["--resume", str(legacy)])):
+        assert main_guard(command) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and ckpt.LEGACY_LAYOUT_READER in err
 
 
 def test_resolve_config_of_a_legacy_run_is_refused_before_anything_is_written(finished_run, tmp_path):
     run_dir, _ = finished_run
     legacy = legacy_copy(run_dir, tmp_path / "legacy")
     before = (legacy / "config.json").read_text()
-    with pytest.raises(FileNotFoundError, match="layout before self-contained checkpoints"):
+    with pytest.raises(ckpt.CheckpointFormatError, match="layout before self-contained checkpoints"):
         run(resolve_config({"resume": str(legacy), "steps": 400}), progress=False)
     assert (legacy / "config.json").read_text() == before
 

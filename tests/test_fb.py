@@ -79,8 +79,8 @@ def test_measure_loss_matches_double_loop():
         expected_diag -= np.mean([F[k, i] @ B[i] for i in range(n)])
 
     loss, info = measure_loss(jnp.asarray(F), jnp.asarray(B), jnp.asarray(target_M), jnp.asarray(discounts))
-    np.testing.assert_allclose(float(info["fb_offdiag"]), expected_offdiag, rtol=1e-5)
-    np.testing.assert_allclose(float(info["fb_diag"]), expected_diag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["critic/fb_offdiag"]), expected_offdiag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["critic/fb_diag"]), expected_diag, rtol=1e-5)
     np.testing.assert_allclose(float(loss), expected_offdiag + expected_diag, rtol=1e-5)
 
 
@@ -89,8 +89,8 @@ def test_orthonormality_loss_matches_numpy():
     offdiag = np.mean([(B[i] @ B[j]) ** 2 for i in range(7) for j in range(7) if i != j])
     diag = -2.0 * np.mean([B[i] @ B[i] for i in range(7)])
     loss, info = orthonormality_loss(jnp.asarray(B))
-    np.testing.assert_allclose(float(info["orth_offdiag"]), offdiag, rtol=1e-5)
-    np.testing.assert_allclose(float(info["orth_diag"]), diag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["critic/orth_offdiag"]), offdiag, rtol=1e-5)
+    np.testing.assert_allclose(float(info["critic/orth_diag"]), diag, rtol=1e-5)
     np.testing.assert_allclose(float(loss), offdiag + diag, rtol=1e-5)
     # At the FB normalisation (row norm sqrt(d)), orthogonal rows beat random ones.
     random_rows = 2.0 * B[:4] / np.linalg.norm(B[:4], axis=-1, keepdims=True)
@@ -111,7 +111,7 @@ def test_continuous_update_and_inference_shapes():
     agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
     before = agent.backward.params
     agent, info = jax.jit(FBAgent.update)(agent, batch)
-    assert {"fb_diag", "fb_offdiag", "orth_diag", "orth_offdiag", "actor_loss"} <= set(info)
+    assert {"critic/fb_diag", "critic/fb_offdiag", "critic/orth_diag", "critic/orth_offdiag", "actor/loss"} <= set(info)
     assert all(np.isfinite(float(v)) for v in info.values())
     assert not np.allclose(before["Dense_0"]["kernel"], agent.backward.params["Dense_0"]["kernel"])
     # B reads only the goal dims, so changing the others leaves z unchanged.
@@ -211,7 +211,7 @@ def test_reward_inference_of_goal_indicator_equals_goal_z():
 
 def test_zero_shot_goal_reaching_two_rooms():
     env, _, agent, info = train_gridworld_fb(TWO_ROOMS, 3000, z_dim=32, hidden_dim=128, feature_dim=128, backward_hidden_dim=128, batch_size=256)
-    assert np.isfinite(np.asarray(info["fb_loss"])).all()
+    assert np.isfinite(np.asarray(info["critic/fb_loss"])).all()
     untrained = FBAgent.create(agent.config, {"observations": jnp.eye(env.num_states)[:2], "actions": jnp.zeros((2, 1))}, jax.random.PRNGKey(0))
     assert goal_success_rate(env, untrained) < 0.8  # the check can fail
     assert goal_success_rate(env, agent) >= 0.95

@@ -47,7 +47,7 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id,
     assert summary["steps"] == 200 and summary["episodes"] == 2
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 200
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in metrics if "train/fb_loss" in row] == [100, 200]
+    assert [row["step"] for row in metrics if "train/critic/fb_loss" in row] == [100, 200]
 
     state, experiment, step = restore_run(run_dir)
     agent = state.agent

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from offrl.agents import get_agent
-from offrl.agents.iql import awr_weights, ddpg_loss, expectile_loss
+from offrl.losses import awr_weights, ddpg_bc_loss, expectile_loss
 from offrl.tokenizers import BinTokenizer, fit_tokenizer
 
 
@@ -122,7 +122,7 @@ def test_ddpg_eval_squash(squash):
 def test_awr_policy_std_is_logged_and_actions_bounded():
     agent = make_agent("iql-awr")
     agent, info = agent.update(random_batch())
-    assert 0.0 < float(info["policy_std"]) < 10.0
+    assert 0.0 < float(info["actor/policy_std"]) < 10.0
     actions = agent.sample_actions(random_batch()["observations"], jax.random.PRNGKey(0))
     assert np.all(np.abs(np.asarray(actions)) <= 1.0)
 
@@ -152,7 +152,7 @@ def test_bin_tokenizer_round_trips_within_bin_width():
 def test_dawr_update_and_sampling(tokenizer):
     agent = make_agent("iql-dawr", tokenizer=tokenizer, num_tokens=16, num_bins=8)
     agent, info = agent.update(random_batch())
-    assert np.isfinite(float(info["actor_loss"]))
+    assert np.isfinite(float(info["actor/loss"]))
     greedy = agent.sample_actions(random_batch()["observations"][:8], jax.random.PRNGKey(0), deterministic=True)
     sampled = agent.sample_actions(random_batch()["observations"][:8], jax.random.PRNGKey(0), deterministic=False)
     assert greedy.shape == sampled.shape == (8, 2)
@@ -168,21 +168,21 @@ def test_iql_ddpg_defaults_to_ddpg_plus_bc():
     assert config["extraction"] == "ddpg" and config["bc_weight"] > 0 and config["normalize_q_loss"] is True
 
 
-def test_ddpg_loss_terms():
+def test_ddpg_bc_loss_terms():
     q = jnp.array([2.0, -4.0, 6.0])
     policy_actions = jnp.array([[0.5, 0.0], [0.0, 0.0], [1.0, 1.0]])
     data_actions = jnp.zeros((3, 2))
     # bc_weight 0 without normalization is pure DDPG: -mean Q.
-    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)
+    loss, info = ddpg_bc_loss(q, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)
     np.testing.assert_allclose(loss, -4.0 / 3, rtol=1e-6)
     # Normalized: -Q / mean|Q| (= 4) + bc_weight * mean squared distance ((0.25 + 0 + 2) / 3).
-    loss, info = ddpg_loss(q, policy_actions, data_actions, bc_weight=0.5, normalize_q=True)
+    loss, info = ddpg_bc_loss(q, policy_actions, data_actions, bc_weight=0.5, normalize_q=True)
     np.testing.assert_allclose(loss, -(4.0 / 3) / 4.0 + 0.5 * 2.25 / 3, rtol=1e-5)
-    np.testing.assert_allclose(info["bc_mse"], 0.75, rtol=1e-6)
+    np.testing.assert_allclose(info["actor/bc_mse"], 0.75, rtol=1e-6)
     # The scale is a stop-gradient: with bc_weight 0 the normalized gradient is the pure DDPG
     # gradient divided by mean |Q|, the same direction.
-    pure = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, False)[0])(q)
-    normalized = jax.grad(lambda x: ddpg_loss(x, policy_actions, data_actions, 0.0, True)[0])(q)
+    pure = jax.grad(lambda x: ddpg_bc_loss(x, policy_actions, data_actions, bc_weight=0.0, normalize_q=False)[0])(q)
+    normalized = jax.grad(lambda x: ddpg_bc_loss(x, policy_actions, data_actions, bc_weight=0.0, normalize_q=True)[0])(q)
     np.testing.assert_allclose(normalized, pure / 4.0, rtol=1e-5)
 
 
@@ -214,7 +214,7 @@ def test_awr_std_parametrizations(actor_std):
         expected = -1.5 if actor_std == "bounded_parameter" else 0.0  # sigmoid(0) = midpoint of [-4, 1]
         np.testing.assert_allclose(np.log(stds[0]), expected, atol=1e-6)
     agent, info = agent.update(random_batch())
-    assert np.isfinite(float(info["actor_loss"]))
+    assert np.isfinite(float(info["actor/loss"]))
 
 
 def test_awr_parameter_log_std_is_clipped():
@@ -249,7 +249,7 @@ def test_actor_dropout_only_in_training():
     assert not np.allclose(apply(jax.random.PRNGKey(1)), apply(jax.random.PRNGKey(2)))
     np.testing.assert_allclose(apply(None), agent.actor.apply_fn({"params": agent.actor.params}, observations))
     new_agent, info = agent.update(random_batch())
-    assert np.isfinite(float(info["actor_loss"])) and not np.array_equal(new_agent.rng, agent.rng)
+    assert np.isfinite(float(info["actor/loss"])) and not np.array_equal(new_agent.rng, agent.rng)
 
 
 def test_post_update_advantage_uses_the_updated_value():
@@ -264,8 +264,8 @@ def test_post_update_advantage_uses_the_updated_value():
     agent = make_agent("iql-awr", value_lr=1e-2)
     target_q = agent.critic.apply_fn({"params": agent.target_critic_params}, batch["observations"], batch["actions"]).min(0)
     new_v = pre.value.apply_fn({"params": pre.value.params}, batch["observations"])
-    np.testing.assert_allclose(post_info["advantage"], (target_q - new_v).mean(), rtol=1e-4, atol=1e-6)
-    assert abs(float(post_info["advantage"]) - float(pre_info["advantage"])) > 1e-6
+    np.testing.assert_allclose(post_info["actor/advantage"], (target_q - new_v).mean(), rtol=1e-4, atol=1e-6)
+    assert abs(float(post_info["actor/advantage"]) - float(pre_info["actor/advantage"])) > 1e-6
 
 
 @pytest.mark.parametrize(
@@ -315,8 +315,8 @@ def test_td_target_bootstraps_with_discount_and_stops_at_terminals():
     q = agent.critic.apply_fn({"params": agent.critic.params}, batch["observations"], batch["actions"])
     target = batch["rewards"] + 0.9 * (1.0 - batch["terminals"]) * batch["next_observations"].sum(-1)
     _, info = agent.update(batch)
-    np.testing.assert_allclose(info["td_target"], target.mean(), rtol=1e-5)
-    np.testing.assert_allclose(info["critic_loss"], ((q - target) ** 2).mean(axis=1).sum(), rtol=1e-5)
+    np.testing.assert_allclose(info["critic/td_target"], target.mean(), rtol=1e-5)
+    np.testing.assert_allclose(info["critic/loss"], ((q - target) ** 2).mean(axis=1).sum(), rtol=1e-5)
 
 
 def bandit_batch(n: int = 2048, seed: int = 0) -> dict[str, jax.Array]:

@@ -151,7 +151,7 @@ def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
         assert field in summary, field
     assert summary["steps"] == 4 and summary["episodes"] == 5 and summary["train_episodes"] == 8
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in metrics if "train/policy_loss" in row] == [1, 2, 3, 4]
+    assert [row["step"] for row in metrics if "train/actor/loss" in row] == [1, 2, 3, 4]
 
     out = tmp_path / "eval.json"
     assert evaluate_script.main([str(run_dir), "--json", str(out)]) == 0

@@ -27,7 +27,7 @@ SETTINGS = {"agent": "iql-ddpg", "eval_interval": 100, "checkpoint_interval": 10
 
 def train_rows(run_dir: Path) -> list[int]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["step"] for row in rows if "train/critic_loss" in row]
+    return [row["step"] for row in rows if "train/critic/loss" in row]
 
 
 def eval_rows(run_dir: Path) -> list[int]:

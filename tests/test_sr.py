@@ -45,7 +45,7 @@ def test_uniform_policy_sr_matches_inverse(four_rooms):
     exact = exact_sr(env.transition_matrix(), np.full((104, 4), 0.25), gamma)
     error = np.abs(np.asarray(agent.successor_matrix()) - exact).max()
     assert error < 0.02 / (1 - gamma), error
-    assert np.isfinite(np.asarray(info["td_loss"])).all()
+    assert np.isfinite(np.asarray(info["critic/td_loss"])).all()
 
 
 def test_values_from_sr_match_exact_value_function(four_rooms):

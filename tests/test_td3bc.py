@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from offrl.agents import get_agent
-from offrl.agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions, td3bc_actor_loss
+from offrl.agents.td3bc import DEFAULT_CONFIG, TD3BCAgent, TD3BCConfig, smoothed_target_actions
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
+from offrl.losses import ddpg_bc_loss
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
 from offrl.run_config import resolve_config
 from offrl.train import run
@@ -60,9 +61,9 @@ def test_td_target_uses_smoothed_target_actions_and_the_min_of_the_target_twins(
     next_q = agent.critic.apply_fn({"params": agent.target_critic_params}, batch["next_observations"], next_actions)
     expected = batch["rewards"] + 0.9 * (1.0 - batch["terminals"]) * next_q.min(0)
     _, info = agent.update(batch)
-    assert float(info["td_target"]) == pytest.approx(float(expected.mean()), rel=1e-5, abs=1e-6)
+    assert float(info["critic/td_target"]) == pytest.approx(float(expected.mean()), rel=1e-5, abs=1e-6)
     without_noise = batch["rewards"] + 0.9 * (1.0 - batch["terminals"]) * next_q.max(0)
-    assert float(info["td_target"]) != pytest.approx(float(without_noise.mean()), rel=1e-3)
+    assert float(info["critic/td_target"]) != pytest.approx(float(without_noise.mean()), rel=1e-3)
 
 
 def test_actor_and_targets_move_only_on_every_second_update():
@@ -101,13 +102,16 @@ def test_actor_loss_is_the_papers():
     q_policy = jnp.array([1.0, -3.0])
     policy_actions = jnp.array([[0.5, 0.0], [0.0, 0.0]])
     data_actions = jnp.array([[0.0, 0.0], [0.0, 1.0]])
-    loss, info = td3bc_actor_loss(q_policy, policy_actions, data_actions, alpha=2.5)
+    def td3bc_actor_loss(q: jax.Array) -> tuple[jax.Array, dict]:
+        return ddpg_bc_loss(q, policy_actions, data_actions, q_weight=2.5, bc_mean_over_action_dims=True)
+
+    loss, info = td3bc_actor_loss(q_policy)
     lam = 2.5 / 2.0  # alpha / mean |Q|
     bc = (0.25 + 1.0) / 4  # mean over rows and action dims
-    assert float(info["lambda"]) == pytest.approx(lam, rel=1e-5)
+    assert float(info["actor/bc_mse"]) == pytest.approx(bc, rel=1e-5)
     assert float(loss) == pytest.approx(-lam * -1.0 + bc, rel=1e-5)
     # lambda is a constant of the gradient: d loss / dQ = -lambda / N, whatever the size of Q.
-    grad = jax.grad(lambda q: td3bc_actor_loss(q, policy_actions, data_actions, 2.5)[0])(q_policy)
+    grad = jax.grad(lambda q: td3bc_actor_loss(q)[0])(q_policy)
     np.testing.assert_allclose(grad, [-lam / 2, -lam / 2], rtol=1e-5)
 
 
@@ -124,7 +128,7 @@ def test_bc_term_pulls_the_policy_to_the_data_actions():
     for _ in range(600):
         agent, info = agent.update(batch)
     assert before > 0.1 and bc_error(agent) < 0.01
-    assert float(info["bc_mse"]) == pytest.approx(bc_error(agent), rel=0.2, abs=2e-3)
+    assert float(info["actor/bc_mse"]) == pytest.approx(bc_error(agent), rel=0.2, abs=2e-3)
 
 
 def make_buffer(n: int = 512, seed: int = 0) -> ReplayBuffer:
@@ -143,7 +147,7 @@ def test_the_fused_loop_scans_and_vmaps_seeds_with_the_delay_inside():
     stacked, info = make_seeds_train_chunk(TD3BCAgent, 5)(stack_states(states), buffer)
     for index, (single, single_info) in enumerate(singles):
         assert max_change(seed_slice(stacked, index), single) < 1e-5
-        np.testing.assert_allclose(info["actor_loss"][index], single_info["actor_loss"], rtol=1e-5)
+        np.testing.assert_allclose(info["actor/loss"][index], single_info["actor/loss"], rtol=1e-5)
     assert int(stacked.agent.actor.step[0]) == 2 and int(stacked.agent.critic.step[0]) == 5
 
 

@@ -63,8 +63,8 @@ def test_train_and_evaluate_scripts(small_umaze_id, tmp_path):
         assert field in summary, field
     assert summary["steps"] == 200 and summary["episodes"] == 3
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in metrics if "train/critic_loss" in row] == [100, 200]
-    assert any("train/policy_std" in row for row in metrics)
+    assert [row["step"] for row in metrics if "train/critic/loss" in row] == [100, 200]
+    assert any("train/actor/policy_std" in row for row in metrics)
     assert list((run_dir / "figures").glob("eval_actions_*.png")), "2-D actions get a scatter plot"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["hidden_dims"] == [32, 32] and config["agent"] == "iql-awr"
@@ -86,7 +86,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(small_umaze_id, tmp_path
     (run_dir / "config.json").write_text(json.dumps({**config, "temperature": 1e6, "max_weight": float("inf")}))
     with pytest.raises(NonFiniteLossError, match=r"became non-finite at update 2\d\d") as error:
         run({**cfg.RUN_DEFAULTS, "resume": str(run_dir)}, progress=False)
-    assert "actor_loss" in str(error.value)
+    assert "actor/" in str(error.value)  # the first non-finite actor metric
     state, _, step = restore_run(run_dir)
     assert step == 200 and all(np.isfinite(leaf).all() for leaf in leaves(state.agent))
 
@@ -98,11 +98,11 @@ def test_nonfinite_loss_before_the_first_checkpoint_says_none_was_saved(small_um
     with pytest.raises(NonFiniteLossError, match="no checkpoint was saved") as error:
         run(config, progress=False)
     assert "is kept" not in str(error.value) and "due at update 400" in str(error.value)
-    assert not list((run_dir / "checkpoints" / "latest").glob("[0-9]*"))
+    assert not list((run_dir / "checkpoints").glob("[0-9]*"))
 
 
 def fake_run_dir(tmp_path: Path, *checkpoints: str) -> Path:
-    """A run directory as evaluate.py finds it: config.json and the given checkpoints/<which>/<step>."""
+    """A run directory with config.json and the given checkpoints/<which>/<step> (the old layout)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"agent": "iql-ddpg"}))
@@ -115,8 +115,9 @@ def fake_run_dir(tmp_path: Path, *checkpoints: str) -> Path:
     "checkpoints, flags, message",
     [
         ((), [], "has no checkpoints/ directory: it was deleted or moved, or the run stopped before its first checkpoint"),
-        (("best",), [], "no latest checkpoint in {run}/checkpoints, but a best one exists: use --best"),
-        (("latest",), ["--best"], "no best checkpoint in {run}/checkpoints, but a latest one exists: use no --best"),
+        # The layout before self-contained checkpoints: refused, naming the commit that restores it.
+        (("best",), [], "{run}/checkpoints holds checkpoints in the layout before self-contained checkpoints"),
+        (("latest",), ["--best"], "check out a44c0e9 to use it there"),
     ],
 )
 def test_evaluate_says_which_checkpoint_is_missing(tmp_path, capsys, checkpoints, flags, message):
@@ -161,8 +162,8 @@ def test_run_trains_on_given_transitions(small_umaze_id, tmp_path):
     run_dir = tmp_path / "relabeled"
     run(tiny_config(small_umaze_id, run_dir, agent="iql-ddpg", steps=100, eval_episodes=1), transitions=relabeled,
         progress=False)
-    targets = [row["train/td_target"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-               if "train/td_target" in row]
+    targets = [row["train/critic/td_target"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+               if "train/critic/td_target" in row]
     assert targets and min(targets) > 9.0
 
     with pytest.raises(cfg.ConfigError, match="observations"):

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
-from offrl.networks import DeterministicPolicy, GaussianPolicy, adam_optimizer
+from offrl.losses import squared_action_error, weighted_log_likelihood_loss
+from offrl.networks import Policy, adam_optimizer, apply
 
 POLICIES = ("gaussian", "deterministic")
 
@@ -45,16 +46,6 @@ CONFIG_CLASS = BCConfig
 DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(BCConfig())
 
 
-def gaussian_bc_loss(log_probs: jax.Array) -> tuple[jax.Array, dict]:
-    loss = -log_probs.mean()
-    return loss, {"actor_loss": loss, "log_prob": log_probs.mean()}
-
-
-def deterministic_bc_loss(policy_actions: jax.Array, data_actions: jax.Array) -> tuple[jax.Array, dict]:
-    mse = ((policy_actions - data_actions) ** 2).sum(-1).mean()
-    return mse, {"actor_loss": mse, "bc_mse": mse}
-
-
 class BCAgent(flax.struct.PyTreeNode):
     actor: TrainState
     config: Any = flax.struct.field(pytree_node=False)
@@ -70,17 +61,14 @@ class BCAgent(flax.struct.PyTreeNode):
             raise ValueError("bc config key 'actor_log_std_min' must be below actor_log_std_max")
         observations = example_batch["observations"][:1]
         action_dim = example_batch["actions"].shape[-1]
-        if config["policy_head"] == "gaussian":
-            net = GaussianPolicy(
-                config["hidden_dims"],
-                action_dim,
-                log_std_min=config["actor_log_std_min"],
-                log_std_max=config["actor_log_std_max"],
-                tanh_mean=True,
-                std_parametrization="parameter",
-            )
-        else:
-            net = DeterministicPolicy(config["hidden_dims"], action_dim)
+        net = Policy(
+            config["hidden_dims"],
+            action_dim,
+            config["policy_head"],
+            log_std_min=config["actor_log_std_min"],
+            log_std_max=config["actor_log_std_max"],
+            std_parametrization="parameter",
+        )
         actor = TrainState.create(
             apply_fn=net.apply,
             params=net.init(key, observations)["params"],
@@ -90,11 +78,12 @@ class BCAgent(flax.struct.PyTreeNode):
         return cls(actor=actor, config=flax.core.FrozenDict(static))
 
     def loss(self, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
-        output = self.actor.apply_fn({"params": params}, batch["observations"])
+        output = apply(self.actor, batch["observations"], params=params)
         if self.config["policy_head"] == "gaussian":
-            loss, info = gaussian_bc_loss(output.log_prob(batch["actions"]))
-            return loss, {**info, "policy_std": output.stddev().mean()}
-        return deterministic_bc_loss(jnp.tanh(output), batch["actions"])
+            loss, info = weighted_log_likelihood_loss(output, batch["actions"], jnp.ones(()))
+            return loss, {"actor/loss": loss, "actor/log_prob": info["actor/log_prob"], "actor/policy_std": output.stddev().mean()}
+        mse = squared_action_error(jnp.tanh(output), batch["actions"])
+        return mse, {"actor/loss": mse, "actor/bc_mse": mse}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[BCAgent, dict]:

@@ -97,6 +97,7 @@ from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
 from offrl.networks import adam_optimizer, default_init, polyak_update
+from offrl.transitions import normalize_observations
 
 if TYPE_CHECKING:
     from offrl.envs.pointmaze import MazeGeometry
@@ -324,7 +325,7 @@ def measure_loss(
     residual = M - discounts[:, None] * target_M
     offdiag = 0.5 * jnp.sum(jnp.sum(residual**2 * off_diagonal, axis=(1, 2)) / (n * (n - 1)))
     diag = -jnp.sum(jnp.mean(jnp.diagonal(M, axis1=1, axis2=2), axis=-1))
-    return offdiag + diag, {"fb_offdiag": offdiag, "fb_diag": diag, "M_diag": jnp.mean(jnp.diagonal(M, axis1=1, axis2=2))}
+    return offdiag + diag, {"critic/fb_offdiag": offdiag, "critic/fb_diag": diag, "critic/M_diag": jnp.mean(jnp.diagonal(M, axis1=1, axis2=2))}
 
 
 def orthonormality_loss(B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -333,7 +334,7 @@ def orthonormality_loss(B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     cov = B @ B.T
     offdiag = jnp.sum((cov * (1.0 - jnp.eye(n))) ** 2) / (n * (n - 1))
     diag = -2.0 * jnp.mean(jnp.diagonal(cov))
-    return offdiag + diag, {"orth_offdiag": offdiag, "orth_diag": diag}
+    return offdiag + diag, {"critic/orth_offdiag": offdiag, "critic/orth_diag": diag}
 
 
 def forward_at_actions(F: jax.Array, actions: jax.Array) -> jax.Array:
@@ -495,12 +496,12 @@ class FBAgent(flax.struct.PyTreeNode):
         fb, fb_info = measure_loss(F, B, target_M, discounts)
         orth, orth_info = orthonormality_loss(B)
         loss = fb + self.hparams["ortho_coef"] * orth
-        return loss, ({"fb_loss": fb, "orth_loss": orth, **fb_info, **orth_info}, B)
+        return loss, ({"critic/fb_loss": fb, "critic/orth_loss": orth, **fb_info, **orth_info}, B)
 
     def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         actions = self._policy_actions(observations, z, key, params=actor_params)
         q = jnp.min(jnp.einsum("kid,id->ki", self.forward_values(observations, z, actions), z), axis=0)
-        return -jnp.mean(q), {"actor_loss": -jnp.mean(q), "q": jnp.mean(q)}
+        return -jnp.mean(q), {"actor/loss": -jnp.mean(q), "actor/q": jnp.mean(q)}
 
     def update(self, batch: Batch) -> tuple[FBAgent, dict]:
         rng, z_key, target_key, actor_key = jax.random.split(self.rng, 4)
@@ -603,7 +604,7 @@ def _agent_inputs(observations: Any, obs_mean: Any | None, obs_std: Any | None) 
     observations = jnp.asarray(observations, jnp.float32)
     if obs_mean is None:
         return observations
-    return (observations - jnp.asarray(obs_mean)) / jnp.asarray(obs_std)
+    return normalize_observations(observations, jnp.asarray(obs_mean), jnp.asarray(obs_std))
 
 
 def goal_observation(agent: FBAgent, goal: Sequence[float], obs_dim: int) -> np.ndarray:

@@ -13,7 +13,7 @@ decides the actor head, its loss and how actions are read out:
 All losses are computed from one set of forward passes and differentiated in one
 backward pass: V(s) and V(s') come from a single value call, target Q(s, a) is computed
 once and shared by the value loss and the AWR weights. Each network still only receives
-the gradient of its own loss (stop_gradient elsewhere), so the update equals running the
+the gradient of its own loss (`offrl.networks.apply` stops the others), so the update equals running the
 three losses separately on the same pre-update parameters, as jaxrl_m does. With
 `actor_advantage: post_update` the value step is taken first and the actor's advantage uses
 the updated V, the order of the IQL authors' code and d3rlpy (one extra V pass per update).
@@ -25,22 +25,20 @@ import dataclasses
 import functools
 from typing import Any
 
-import distrax
 import flax
 import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from offrl.config import option, run_steps
+from offrl.losses import awr_weights, ddpg_bc_loss, expectile_value_loss, td_target, twin_q_loss, weighted_log_likelihood_loss
 from offrl.networks import (
-    CategoricalPolicy,
-    DeterministicPolicy,
-    FactorizedCategoricalPolicy,
     INITS,
     STD_PARAMETRIZATIONS,
-    GaussianPolicy,
+    Policy,
     ValueNetwork,
     adam_optimizer,
+    apply,
     polyak_update,
 )
 from offrl.tokenizers import BinTokenizer, KMeansTokenizer, fit_tokenizer
@@ -109,44 +107,6 @@ LEARNING_RATES = ("actor_lr", "critic_lr", "value_lr")
 ACTOR_ADVANTAGES = ("pre_update", "post_update")
 
 
-def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
-    """Asymmetric squared loss |tau - 1(diff < 0)| * diff^2, elementwise."""
-    weight = jnp.where(diff > 0, expectile, 1.0 - expectile)
-    return weight * diff**2
-
-
-def value_loss(target_q: jax.Array, value: jax.Array, expectile: float) -> tuple[jax.Array, dict]:
-    loss = expectile_loss(target_q - value, expectile).mean()
-    return loss, {"value_loss": loss, "v": value.mean()}
-
-
-def critic_loss(q: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
-    """q: [heads, batch]; target: [batch] (already stop-gradiented)."""
-    loss = ((q - target) ** 2).mean(axis=1).sum()
-    return loss, {"critic_loss": loss, "q": q.mean(), "td_target": target.mean()}
-
-
-def awr_weights(advantage: jax.Array, temperature: float, max_weight: float) -> jax.Array:
-    return jnp.minimum(jnp.exp(advantage * temperature), max_weight)
-
-
-def awr_loss(dist: distrax.Distribution, actions: jax.Array, weights: jax.Array) -> tuple[jax.Array, dict]:
-    log_probs = dist.log_prob(actions)
-    loss = -(weights * log_probs).mean()
-    return loss, {"actor_loss": loss, "awr_weight": weights.mean(), "log_prob": log_probs.mean()}
-
-
-def ddpg_loss(
-    q_policy: jax.Array, policy_actions: jax.Array, data_actions: jax.Array, bc_weight: float, normalize_q: bool
-) -> tuple[jax.Array, dict]:
-    """-Q(s, pi(s)) [+ bc_weight * ||pi(s) - a||^2], Q already min over heads."""
-    scale = 1.0 / jax.lax.stop_gradient(jnp.abs(q_policy).mean() + 1e-6) if normalize_q else 1.0
-    q_term = -(scale * q_policy).mean()
-    bc = ((policy_actions - data_actions) ** 2).sum(-1).mean()
-    loss = q_term + bc_weight * bc
-    return loss, {"actor_loss": loss, "q_policy": q_policy.mean(), "bc_mse": bc}
-
-
 class IQLAgent(flax.struct.PyTreeNode):
     value: TrainState
     critic: TrainState
@@ -199,9 +159,10 @@ class IQLAgent(flax.struct.PyTreeNode):
 
         tokenizer = None
         if config["extraction"] == "awr":
-            actor_net = GaussianPolicy(
+            actor_net = Policy(
                 hidden,
                 action_dim,
+                "gaussian",
                 log_std_min=config["actor_log_std_min"],
                 log_std_max=config["actor_log_std_max"],
                 tanh_mean=config["actor_tanh_mean"],
@@ -209,7 +170,7 @@ class IQLAgent(flax.struct.PyTreeNode):
                 **head,
             )
         elif config["extraction"] == "ddpg":
-            actor_net = DeterministicPolicy(hidden, action_dim, **head)
+            actor_net = Policy(hidden, action_dim, "deterministic", **head)
         else:
             tokenizer = fit_tokenizer(
                 config["tokenizer"],
@@ -219,10 +180,9 @@ class IQLAgent(flax.struct.PyTreeNode):
                 num_bins=config["num_bins"],
                 iterations=config["kmeans_iterations"],
             )
-            if isinstance(tokenizer, BinTokenizer):
-                actor_net = FactorizedCategoricalPolicy(hidden, action_dim, config["num_bins"], **head)
-            else:
-                actor_net = CategoricalPolicy(hidden, tokenizer.num_tokens, **head)
+            binned = isinstance(tokenizer, BinTokenizer)
+            output_dim, bins = (action_dim, config["num_bins"]) if binned else (tokenizer.num_tokens, None)
+            actor_net = Policy(hidden, output_dim, "categorical", bins_per_dim=bins, **head)
         actor = TrainState.create(
             apply_fn=actor_net.apply,
             params=actor_net.init(actor_key, observations)["params"],
@@ -256,25 +216,22 @@ class IQLAgent(flax.struct.PyTreeNode):
         observations, actions = batch["observations"], batch["actions"]
         batch_size = observations.shape[0]
 
-        both_values = self.value.apply_fn(
-            {"params": params["value"]}, jnp.concatenate([observations, batch["next_observations"]], axis=0)
-        )
-        value, next_value = both_values[:batch_size], jax.lax.stop_gradient(both_values[batch_size:])
+        both_values = apply(self.value, jnp.concatenate([observations, batch["next_observations"]], axis=0), params=params["value"])
+        value, next_value = both_values[:batch_size], both_values[batch_size:]
 
-        v_loss, v_info = value_loss(target_q, value, hparams["expectile"])
-        td_target = batch["rewards"] + hparams["discount"] * (1.0 - batch["terminals"]) * next_value
-        q = self.critic.apply_fn({"params": params["critic"]}, observations, actions)
-        q_loss, q_info = critic_loss(q, td_target)
+        v_loss, v_info = expectile_value_loss(target_q, value, hparams["expectile"])
+        q = apply(self.critic, observations, actions, params=params["critic"])
+        q_loss, q_info = twin_q_loss(q, td_target(batch, next_value, hparams["discount"]))
 
         advantage = target_q - jax.lax.stop_gradient(value if actor_value is None else actor_value)
         a_loss, a_info = self.actor_loss(params["actor"], batch, advantage, dropout_key)
-        info = {**v_info, **q_info, **a_info, "advantage": advantage.mean()}
+        info = {**v_info, **q_info, **a_info, "actor/advantage": advantage.mean()}
         return v_loss + q_loss + a_loss, info
 
     def _actor_apply(self, actor_params: Any, observations: jax.Array, dropout_key: jax.Array | None) -> Any:
         if dropout_key is None or self.config["actor_dropout"] == 0:
-            return self.actor.apply_fn({"params": actor_params}, observations)
-        return self.actor.apply_fn({"params": actor_params}, observations, train=True, rngs={"dropout": dropout_key})
+            return apply(self.actor, observations, params=actor_params)
+        return apply(self.actor, observations, params=actor_params, train=True, rngs={"dropout": dropout_key})
 
     def actor_loss(
         self, actor_params: Any, batch: dict[str, jax.Array], advantage: jax.Array, dropout_key: jax.Array | None = None
@@ -284,18 +241,18 @@ class IQLAgent(flax.struct.PyTreeNode):
         extraction = config["extraction"]
         if extraction == "ddpg":
             policy_actions = jnp.tanh(self._actor_apply(actor_params, observations, dropout_key))
-            q_policy = self.critic.apply_fn(
-                {"params": jax.lax.stop_gradient(self.critic.params)}, observations, policy_actions
-            ).min(axis=0)
-            return ddpg_loss(q_policy, policy_actions, actions, self.hparams["bc_weight"], config["normalize_q_loss"])
+            q_policy = apply(self.critic, observations, policy_actions).min(axis=0)
+            return ddpg_bc_loss(
+                q_policy, policy_actions, actions, bc_weight=self.hparams["bc_weight"], normalize_q=config["normalize_q_loss"]
+            )
         weights = awr_weights(advantage, self.hparams["temperature"], self.hparams["max_weight"])
         dist = self._actor_apply(actor_params, observations, dropout_key)
         if extraction == "awr":
-            loss, info = awr_loss(dist, actions, weights)
-            return loss, {**info, "policy_std": dist.stddev().mean()}
+            loss, info = weighted_log_likelihood_loss(dist, actions, weights)
+            return loss, {**info, "actor/policy_std": dist.stddev().mean()}
         tokens = self.tokenizer.encode(actions)
-        loss, info = awr_loss(dist, tokens, weights)
-        return loss, {**info, "policy_entropy": dist.entropy().mean()}
+        loss, info = weighted_log_likelihood_loss(dist, tokens, weights)
+        return loss, {**info, "actor/policy_entropy": dist.entropy().mean()}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[IQLAgent, dict]:
@@ -303,19 +260,17 @@ class IQLAgent(flax.struct.PyTreeNode):
         observations = batch["observations"]
         rng, dropout_key = jax.random.split(self.rng)
         # target Q(s, a) is shared by the value loss and the advantage, computed once.
-        target_q = jax.lax.stop_gradient(
-            self.critic.apply_fn({"params": self.target_critic_params}, observations, batch["actions"]).min(axis=0)
-        )
+        target_q = apply(self.critic, observations, batch["actions"], params=self.target_critic_params).min(axis=0)
         params = {"value": self.value.params, "critic": self.critic.params, "actor": self.actor.params}
         actor_value = None
         if config["actor_advantage"] == "post_update":
             # The value step alone (its gradient is the same as inside the joint loss), then
             # the actor's advantage against the new V, as the IQL authors and d3rlpy order it.
             value_grads = jax.grad(
-                lambda p: value_loss(target_q, self.value.apply_fn({"params": p}, observations), self.hparams["expectile"])[0]
+                lambda p: expectile_value_loss(target_q, apply(self.value, observations, params=p), self.hparams["expectile"])[0]
             )(self.value.params)
             value = self.value.apply_gradients(grads=value_grads)
-            actor_value = self.value.apply_fn({"params": value.params}, observations)
+            actor_value = apply(value, observations)
         grads, info = jax.grad(self.total_loss, has_aux=True)(params, batch, target_q, actor_value, dropout_key)
         if actor_value is None:
             value = self.value.apply_gradients(grads=grads["value"])

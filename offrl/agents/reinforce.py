@@ -36,7 +36,7 @@ from gymnasium import spaces
 
 from offrl.buffer import ReplayBuffer, discounted_returns_to_go
 from offrl.config import option, run_steps
-from offrl.networks import CategoricalPolicy, GaussianPolicy, ValueNetwork
+from offrl.networks import Policy, ValueNetwork
 
 if TYPE_CHECKING:
     from offrl.envs.spec import DatasetSpec
@@ -164,15 +164,15 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         hidden = config["hidden_dims"]
         actor_key, value_key = jax.random.split(key)
         if config["num_actions"] > 0:
-            actor_net = CategoricalPolicy(hidden, config["num_actions"])
+            actor_net = Policy(hidden, config["num_actions"], "categorical")
         else:
             # A state-independent std is the usual choice for on-policy Gaussians: it only
             # shrinks as the policy gets confident overall. The mean is tanh-bounded for
             # clipped actions; for squashed ones the tanh comes after sampling instead.
-            actor_net = GaussianPolicy(
+            actor_net = Policy(
                 hidden,
                 example_batch["actions"].shape[-1],
-                state_dependent_std=False,
+                std_parametrization="parameter",
                 tanh_mean=config["action_squash"] == "clip",
             )
         actor_lr = config["actor_lr"]
@@ -238,17 +238,17 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         # The bonus is per step, so it scales with episode length like the policy term.
         loss = policy_loss - config["entropy_coef"] * per_episode_sum(dist.entropy(), batch) + value_loss
         info = {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "return_to_go": masked_mean(returns, masks),
-            "advantage": masked_mean(advantages, masks),
-            "advantage_abs": masked_mean(jnp.abs(advantages), masks),
+            "actor/loss": policy_loss,
+            "value/loss": value_loss,
+            "actor/entropy": entropy,
+            "value/return_to_go": masked_mean(returns, masks),
+            "actor/advantage": masked_mean(advantages, masks),
+            "actor/advantage_abs": masked_mean(jnp.abs(advantages), masks),
         }
         if values is not None:
-            info["v"] = masked_mean(values, masks)
+            info["value/v"] = masked_mean(values, masks)
         if not self.discrete:
-            info["policy_std"] = dist.stddev().mean()
+            info["actor/policy_std"] = dist.stddev().mean()
         return loss, info
 
     @jax.jit

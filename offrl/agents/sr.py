@@ -94,7 +94,7 @@ def td_loss(params: dict, target_successor: jax.Array, policy: jax.Array, batch:
     targets = jax.lax.stop_gradient(td_targets(target_successor, policy, batch, config))
     errors = successor[states, actions] - targets
     loss = 0.5 * jnp.sum(jnp.sum(errors**2, axis=-1) / counts)
-    return loss, {"td_loss": loss / states.shape[0], "td_error_max": jnp.max(jnp.abs(errors))}
+    return loss, {"critic/td_loss": loss / states.shape[0], "critic/td_error_max": jnp.max(jnp.abs(errors))}
 
 
 class SRAgent(flax.struct.PyTreeNode):

@@ -28,7 +28,8 @@ import optax
 from flax.training.train_state import TrainState
 
 from offrl.config import option
-from offrl.networks import DeterministicPolicy, ValueNetwork, polyak_update
+from offrl.losses import ddpg_bc_loss, td_target, twin_q_loss
+from offrl.networks import Policy, ValueNetwork, apply, polyak_update
 
 if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
     from offrl.buffer import ReplayBuffer
@@ -78,22 +79,6 @@ def smoothed_target_actions(mean_actions: jax.Array, key: jax.Array, noise: floa
     return jnp.clip(mean_actions + smoothing, -1.0, 1.0)
 
 
-def critic_loss(q: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
-    """Sum over the twin heads of the mean squared TD error; q: [2, batch], target: [batch]."""
-    loss = ((q - target) ** 2).mean(axis=1).sum()
-    return loss, {"critic_loss": loss, "q": q.mean(), "td_target": target.mean()}
-
-
-def td3bc_actor_loss(
-    q_policy: jax.Array, policy_actions: jax.Array, data_actions: jax.Array, alpha: float
-) -> tuple[jax.Array, dict]:
-    """-lambda * mean Q(s, pi(s)) + mean (pi(s) - a)^2 with lambda = alpha / stop_grad(mean |Q|)."""
-    lam = alpha / jax.lax.stop_gradient(jnp.abs(q_policy).mean() + 1e-6)  # 1e-6: Q may start at 0
-    bc = ((policy_actions - data_actions) ** 2).mean()
-    loss = -lam * q_policy.mean() + bc
-    return loss, {"actor_loss": loss, "q_policy": q_policy.mean(), "bc_mse": bc, "lambda": lam}
-
-
 class TD3BCAgent(flax.struct.PyTreeNode):
     actor: TrainState
     critic: TrainState
@@ -108,7 +93,7 @@ class TD3BCAgent(flax.struct.PyTreeNode):
         observations = jnp.asarray(example_batch["observations"][:1])
         actions = jnp.asarray(example_batch["actions"][:1])
         actor_key, critic_key, rng = jax.random.split(key, 3)
-        actor_net = DeterministicPolicy(config.hidden_dims, actions.shape[-1])
+        actor_net = Policy(config.hidden_dims, actions.shape[-1], "deterministic")
         critic_net = ValueNetwork(config.hidden_dims, num_heads=2)
         actor_params = actor_net.init(actor_key, observations)["params"]
         critic_params = critic_net.init(critic_key, observations, actions)["params"]
@@ -127,12 +112,14 @@ class TD3BCAgent(flax.struct.PyTreeNode):
         return buffer.sample(key, config.batch_size)
 
     def policy(self, actor_params: Any, observations: jax.Array) -> jax.Array:
-        return jnp.tanh(self.actor.apply_fn({"params": actor_params}, observations))
+        return jnp.tanh(apply(self.actor, observations, params=actor_params))
 
-    def actor_loss(self, actor_params: Any, critic_params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+    def actor_loss(self, actor_params: Any, critic: TrainState, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+        """-lambda * Q_1(s, pi(s)) + mean (pi(s) - a)^2, lambda = alpha / stop_grad(mean |Q_1|)."""
         policy_actions = self.policy(actor_params, batch["observations"])
-        q_policy = self.critic.apply_fn({"params": critic_params}, batch["observations"], policy_actions)[0]
-        return td3bc_actor_loss(q_policy, policy_actions, batch["actions"], self.config.alpha)
+        q_policy = apply(critic, batch["observations"], policy_actions)[0]
+        loss, info = ddpg_bc_loss(q_policy, policy_actions, batch["actions"], q_weight=self.config.alpha, bc_mean_over_action_dims=True)
+        return loss, {**info, "actor/lambda": self.config.alpha / (jnp.abs(q_policy).mean() + 1e-6)}
 
     @jax.jit
     def update(self, batch: dict[str, jax.Array]) -> tuple[TD3BCAgent, dict]:
@@ -144,18 +131,18 @@ class TD3BCAgent(flax.struct.PyTreeNode):
             config.actor_noise,
             config.actor_noise_clip,
         )
-        next_q = self.critic.apply_fn({"params": self.target_critic_params}, batch["next_observations"], next_actions).min(0)
-        td_target = batch["rewards"] + config.discount * (1.0 - batch["terminals"]) * next_q
+        next_q = apply(self.critic, batch["next_observations"], next_actions, params=self.target_critic_params).min(0)
+        target = td_target(batch, next_q, config.discount)
 
         def critic_objective(params: Any) -> tuple[jax.Array, dict]:
-            return critic_loss(self.critic.apply_fn({"params": params}, batch["observations"], batch["actions"]), td_target)
+            return twin_q_loss(apply(self.critic, batch["observations"], batch["actions"], params=params), target)
 
         critic_grads, critic_info = jax.grad(critic_objective, has_aux=True)(self.critic.params)
         critic = self.critic.apply_gradients(grads=critic_grads)
 
         # critic.step counts updates from 1, so the actor moves on updates policy_delay, 2 * policy_delay, ...
         def actor_step() -> tuple[TrainState, Any, Any, dict]:
-            grads, info = jax.grad(self.actor_loss, has_aux=True)(self.actor.params, critic.params, batch)
+            grads, info = jax.grad(self.actor_loss, has_aux=True)(self.actor.params, critic, batch)
             actor = self.actor.apply_gradients(grads=grads)
             return (
                 actor,
@@ -166,7 +153,7 @@ class TD3BCAgent(flax.struct.PyTreeNode):
 
         def hold() -> tuple[TrainState, Any, Any, dict]:
             # The loss is still reported (forward pass only), so every step logs the same keys.
-            _, info = self.actor_loss(self.actor.params, critic.params, batch)
+            _, info = self.actor_loss(self.actor.params, critic, batch)
             return self.actor, self.target_actor_params, self.target_critic_params, info
 
         actor, target_actor, target_critic, actor_info = jax.lax.cond(critic.step % config.policy_delay == 0, actor_step, hold)

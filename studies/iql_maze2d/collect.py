@@ -50,7 +50,7 @@ def raw_record(seed_dir: Path) -> dict:
          "success_rate": row["eval/success_rate"]}
         for row in rows if "eval/normalized_score" in row
     ]
-    mean_q = [[row["step"], row["train/q"]] for row in rows if "train/q" in row]
+    mean_q = [[row["step"], row["train/critic/q"]] for row in rows if "train/critic/q" in row]
     return {
         "settings": {key: config.get(key) for key in SETTINGS if key in config},
         "summary": {key: summary[key] for key in ("normalized_score", "return_mean", "success_rate", "episodes", "steps", "seed")},

@@ -22,11 +22,11 @@ def q_series(metrics_path: Path) -> tuple[np.ndarray, np.ndarray]:
     steps, values = [], []
     for line in metrics_path.read_text().splitlines():
         row = json.loads(line)
-        if "train/q" in row:
+        if "train/critic/q" in row:
             steps.append(row["step"])
-            values.append(row["train/q"])
+            values.append(row["train/critic/q"])
     if not steps:
-        raise SystemExit(f"plot_q_curve: {metrics_path} has no train/q rows (is it an IQL run?)")
+        raise SystemExit(f"plot_q_curve: {metrics_path} has no train/critic/q rows (is it an IQL run?)")
     return np.asarray(steps), np.asarray(values)
 
 

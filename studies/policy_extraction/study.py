@@ -319,7 +319,7 @@ def read_curves(seed_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     and (AWR) the policy std per logged chunk."""
     rows = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     curves = {}
-    for name, key in (("score", "eval/normalized_score"), ("q", "train/q"), ("std", "train/policy_std")):
+    for name, key in (("score", "eval/normalized_score"), ("q", "train/critic/q"), ("std", "train/actor/policy_std")):
         points = [(row["step"], row[key]) for row in rows if key in row]
         if points:
             curves[name] = (np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float))

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def learning_curve(run_dir: Path, metric: str = "rollout/return_mean") -> tuple[np.ndarray, np.ndarray]:
     """(training episodes seen, `metric`) per update, from metrics.jsonl; by default the mean
-    training-episode return, or any other per-update metric such as `train/advantage_abs`."""
+    training-episode return, or any other per-update metric such as `train/actor/advantage_abs`."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [row for row in rows if "rollout/episodes" in row and metric in row]
     return np.array([row["rollout/episodes"] for row in rows]), np.array([row[metric] for row in rows])
