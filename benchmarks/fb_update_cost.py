@@ -109,6 +109,7 @@ def fb_breakdown(agent: FBAgent, batch: dict[str, jax.Array], calls: int) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--maze", default="umaze")
+    parser.add_argument("--dataset-steps", type=int, default=None, help="dataset size (default: the maze's default)")
     parser.add_argument("--widths", default="128", help="comma-separated network widths")
     parser.add_argument("--batches", default="256", help="comma-separated batch sizes")
     parser.add_argument("--iql-agent", default="iql-ddpg")
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an FB config override; repeatable")
     args = parser.parse_args(argv)
     fb_overrides = parse_overrides([f"--{item}" for item in args.set])
-    dataset = pointmaze_dataset_id(args.maze)
+    dataset = pointmaze_dataset_id(args.maze, steps=args.dataset_steps)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {dataset}, FB overrides {fb_overrides or 'none'}, "
           f"{args.updates} updates x {args.rounds} rounds (interleaved), median round reported")
     rows, breakdowns = [], []
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nFB update parts, width {width}, batch {batch_size} (CPU ms per call, each part jitted alone):")
         for name, ms in parts.items():
             print(f"  {name:<16} {ms:7.2f}")
-    return 0
+    return 0 if rows else 1
 
 
 if __name__ == "__main__":
