@@ -488,7 +488,7 @@ class FBAgent(flax.struct.PyTreeNode):
 
     def _training_z(self, key: jax.Array, dataset_B: jax.Array) -> jax.Array:
         """One z per row: uniform on the sphere, or (a `mix_ratio` fraction) a row of
-        `dataset_B`, B of dataset states (no gradient), shuffled so z is not B of the row's own s'."""
+        `dataset_B`, B of dataset states (no gradient), shuffled so that a row's z is not tied to its own s'."""
         sphere_key, perm_key, mix_key = jax.random.split(key, 3)
         n, d = dataset_B.shape
         z = sample_z(sphere_key, n, d)
