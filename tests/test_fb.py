@@ -133,7 +133,7 @@ def test_target_action_and_heads_options():
     agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
     # Targets apart from the online networks, as after training.
     agent = agent.replace(target_forward_params=jax.tree_util.tree_map(lambda p: 1.5 * p + 0.1, agent.forward.params))
-    z = agent._training_z(jax.random.PRNGKey(2), batch["observations"])
+    z = agent._training_z(jax.random.PRNGKey(2), agent.backward_values(batch["observations"]))
     next_obs = batch["next_observations"]
     target_F = np.asarray(agent.forward_values(next_obs, z, params=agent.target_forward_params))  # [2, N, A, d]
     target_B = np.asarray(agent.backward_values(next_obs, params=agent.target_backward_params))

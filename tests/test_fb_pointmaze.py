@@ -117,4 +117,23 @@ def test_zero_shot_benchmark_matches_networks_and_reports_spread():
     assert stats == {"success": pytest.approx(2 / 3), "steps": 20.0, "reached": 2}
     assert np.isnan(fb_zero_shot.episode_stats({"successes": np.zeros(2, bool), "success_steps": np.full(2, -1)})["steps"])
     spread = fb_zero_shot.seed_spread([1.0, 3.0, float("nan")])
-    assert spread["mean"] == 2.0 and spread["std"] == 1.0 and len(spread["seeds"]) == 3
+    assert spread["mean"] == 2.0 and spread["std"] == pytest.approx(np.sqrt(2.0)) and len(spread["seeds"]) == 3  # ddof 1
+    assert fb["bilinear_rank"] == 64  # a bilinear F's product is as wide as the rest
+
+
+def test_zero_shot_benchmark_path_length_bands():
+    """Shortest paths in cell moves on a U of seven cells, bands by the diameter, and start
+    cells read from the episodes' first observations."""
+    from benchmarks import fb_zero_shot
+    from offrl.envs.pointmaze import MazeGeometry
+
+    free = np.array([[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]], bool)
+    lengths = fb_zero_shot.maze_path_lengths(free)
+    assert lengths[((1, 1), (3, 1))] == 6 and lengths[((1, 1), (1, 1))] == 0 and lengths[((2, 3), (1, 1))] == 3
+    assert max(lengths.values()) == 6 and ((1, 1), (2, 2)) not in lengths  # walls are not cells
+    assert fb_zero_shot.path_bands(6) == [(0, 2), (3, 4), (5, 6)]
+    geometry = MazeGeometry(free_cells=free, cell_size=1.0, position_dims=[(0, 1)], base_observation=np.zeros(4), goal_xy=None)
+    starts = [geometry.cell_center((3, 1)), geometry.cell_center((1, 3))]
+    episodes = {"env_ids": np.array([1, 0, 1]), "successes": np.array([False, True]),
+                "observations": np.array([[*starts[1], 0, 0], [*starts[0], 0, 0], [9.0, 9.0, 0, 0]])}
+    assert fb_zero_shot.start_cells(episodes, geometry) == [(3, 1), (1, 3)]

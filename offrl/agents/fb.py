@@ -25,7 +25,8 @@ The losses follow facebookresearch/controllable_agent (`fb_ddpg.py`, `discrete_f
   B is normalised to norm sqrt(d), so the diagonal part is the constant -2d and is logged
   only for comparability with controllable_agent; the off-diagonal part does the work.
 * z: uniform on the sphere of radius sqrt(d); a `mix_ratio` fraction of the batch instead
-  gets the normalised B of (shuffled) dataset states, so F is trained on the z's that
+  gets the normalised B of the batch's next states, shuffled (the B(s') pass the loss makes
+  anyway), so F is trained on the z's that
   goal and reward inference will produce. `mix_ratio=1` trains on goal z's alone: F's
   precision then goes to the tasks goal reaching asks about, which is what brings
   F^T B rho within 10% of the exact successor measure on the two-room grid (README),
@@ -140,6 +141,9 @@ class FBConfig:
     target_heads: str = option("min", "min | mean of the twin target heads")
     forward_arch: str = option("concat", "concat (controllable_agent's F) | bilinear (linear in z per (s, a))")
     bilinear_rank: int = option(512, "width of the elementwise product in the bilinear F")
+    actor_arch: str = option(
+        "embeddings", "embeddings (controllable_agent's: s and (s, z) embeddings, then an MLP) | mlp (one MLP of (s, z), a third of the cost)"
+    )
 
 
 # The registry, offrl.config and this module's code read the config as a flat dict.
@@ -156,6 +160,7 @@ CHOICES = {
     "forward_arch": ("concat", "bilinear"),
     "eval_task": ("rewards", "stored"),
     "lr_schedule": ("constant", "cosine"),
+    "actor_arch": ("embeddings", "mlp"),
 }
 
 Batch = dict[str, jax.Array]
@@ -273,6 +278,21 @@ class Actor(nn.Module):
         return nn.Dense(self.action_dim, kernel_init=default_init())(x)
 
 
+class MLPActor(nn.Module):
+    """mu(s, z) before tanh, one MLP of (s, z) with two hidden layers, as IQL's actors: about
+    a third of `Actor`'s multiply-adds per row at equal width."""
+
+    action_dim: int
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, z: jax.Array) -> jax.Array:
+        x = jnp.concatenate([observations, z], axis=-1)
+        for _ in range(2):
+            x = nn.relu(nn.Dense(self.hidden_dim, kernel_init=default_init())(x))
+        return nn.Dense(self.action_dim, kernel_init=default_init())(x)
+
+
 DIM_KEYS = ("goal_dims", "policy_dims", "eval_goal_dims")
 
 
@@ -329,11 +349,15 @@ def measure_loss(
 
 
 def orthonormality_loss(B: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """mean_{i != j} (B_i^T B_j)^2 - 2 mean_i B_i^T B_i, pushing E[B B^T] towards I."""
+    """mean_{i != j} (B_i^T B_j)^2 - 2 mean_i B_i^T B_i, pushing E[B B^T] towards I.
+
+    The sum over all pairs is the squared Frobenius norm of the d x d Gram matrix B^T B
+    (sum_ij (B_i^T B_j)^2 = ||B^T B||^2), so it costs N d^2 instead of the N^2 d of the
+    N x N matrix B B^T; the i = j terms, |B_i|^4, are taken off."""
     n = B.shape[0]
-    cov = B @ B.T
-    offdiag = jnp.sum((cov * (1.0 - jnp.eye(n))) ** 2) / (n * (n - 1))
-    diag = -2.0 * jnp.mean(jnp.diagonal(cov))
+    squared_norms = jnp.sum(B**2, axis=-1)
+    offdiag = (jnp.sum((B.T @ B) ** 2) - jnp.sum(squared_norms**2)) / (n * (n - 1))
+    diag = -2.0 * jnp.mean(squared_norms)
     return offdiag + diag, {"critic/orth_offdiag": offdiag, "critic/orth_diag": diag}
 
 
@@ -411,7 +435,11 @@ class FBAgent(flax.struct.PyTreeNode):
 
         actor = None
         if not discrete:
-            actor_def = Actor(example_batch["actions"].shape[-1], config["hidden_dim"], config["feature_dim"])
+            action_dim = example_batch["actions"].shape[-1]
+            if config["actor_arch"] == "mlp":
+                actor_def = MLPActor(action_dim, config["hidden_dim"])
+            else:
+                actor_def = Actor(action_dim, config["hidden_dim"], config["feature_dim"])
             actor = make_state(actor_def, actor_def.init(actor_key, policy_observations, z)["params"])
         return cls(
             rng=rng,
@@ -459,12 +487,13 @@ class FBAgent(flax.struct.PyTreeNode):
 
     # ---- training -------------------------------------------------------------------
 
-    def _training_z(self, key: jax.Array, observations: jax.Array) -> jax.Array:
+    def _training_z(self, key: jax.Array, dataset_B: jax.Array) -> jax.Array:
+        """One z per row: uniform on the sphere, or (a `mix_ratio` fraction) a row of
+        `dataset_B`, B of dataset states (no gradient), shuffled so that a row's z is not tied to its own s'."""
         sphere_key, perm_key, mix_key = jax.random.split(key, 3)
-        n, d = observations.shape[0], self.config["z_dim"]
+        n, d = dataset_B.shape
         z = sample_z(sphere_key, n, d)
-        shuffled = jax.random.permutation(perm_key, observations)
-        from_data = jax.lax.stop_gradient(self.backward_values(shuffled))
+        from_data = jax.random.permutation(perm_key, jax.lax.stop_gradient(dataset_B))
         use_data = jax.random.uniform(mix_key, (n, 1)) < self.hparams["mix_ratio"]
         return jnp.where(use_data, from_data, z)
 
@@ -484,19 +513,19 @@ class FBAgent(flax.struct.PyTreeNode):
         return reduce_heads(jnp.einsum("kid,jd->kij", target_F, target_B), axis=0)
 
     def fb_loss(
-        self, forward_params: Any, backward_params: Any, batch: Batch, z: jax.Array, target_M: jax.Array
-    ) -> tuple[jax.Array, tuple[dict, jax.Array]]:
-        """The loss and (logged metrics, B(s') of the batch)."""
+        self, forward_params: Any, B: jax.Array, batch: Batch, z: jax.Array, target_M: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """The loss and logged metrics, given B(s') of the batch (its gradient flows back to B's
+        parameters in `update`)."""
         F = self.forward_values(batch["observations"], z, batch["actions"], params=forward_params)
         if self.config["discrete_actions"]:
             actions = batch["actions"][:, 0].astype(jnp.int32)
             F = forward_at_actions(F, actions)
-        B = self.backward_values(batch["next_observations"], params=backward_params)
         discounts = self.hparams["gamma"] * (1.0 - batch["terminals"])
         fb, fb_info = measure_loss(F, B, target_M, discounts)
         orth, orth_info = orthonormality_loss(B)
         loss = fb + self.hparams["ortho_coef"] * orth
-        return loss, ({"critic/fb_loss": fb, "critic/orth_loss": orth, **fb_info, **orth_info}, B)
+        return loss, {"critic/fb_loss": fb, "critic/orth_loss": orth, **fb_info, **orth_info}
 
     def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         actions = self._policy_actions(observations, z, key, params=actor_params)
@@ -505,11 +534,16 @@ class FBAgent(flax.struct.PyTreeNode):
 
     def update(self, batch: Batch) -> tuple[FBAgent, dict]:
         rng, z_key, target_key, actor_key = jax.random.split(self.rng, 4)
-        z = self._training_z(z_key, batch["observations"])
+        # One pass of the online B over the batch's next states serves the loss (through its
+        # vjp) and the goal z's, which take B of these states, shuffled: B of a second sample of
+        # dataset states would cost another pass for the same distribution.
+        B, backward_vjp = jax.vjp(lambda params: self.backward_values(batch["next_observations"], params=params), self.backward.params)
+        z = self._training_z(z_key, B)
         target_M = jax.lax.stop_gradient(self._target_measure(batch, z, target_key))
-        grads, (info, B) = jax.grad(self.fb_loss, argnums=(0, 1), has_aux=True)(
-            self.forward.params, self.backward.params, batch, z, target_M
+        (forward_grads, B_grads), info = jax.grad(self.fb_loss, argnums=(0, 1), has_aux=True)(
+            self.forward.params, B, batch, z, target_M
         )
+        (backward_grads,) = backward_vjp(B_grads)
         # Rewards are received at s' (r(s, a, s')) and B is trained on s', as in
         # infer_z_from_rewards on next observations; no centring, as its default.
         batch_reward_z = jnp.mean(batch["rewards"].reshape(-1, 1) * jax.lax.stop_gradient(B), axis=0)
@@ -517,8 +551,8 @@ class FBAgent(flax.struct.PyTreeNode):
         agent = self.replace(
             reward_z=decay * self.reward_z + (1.0 - decay) * batch_reward_z,
             rng=rng,
-            forward=self.forward.apply_gradients(grads=grads[0]),
-            backward=self.backward.apply_gradients(grads=grads[1]),
+            forward=self.forward.apply_gradients(grads=forward_grads),
+            backward=self.backward.apply_gradients(grads=backward_grads),
         )
         if agent.actor is not None:
             # The actor climbs the freshly updated F, as controllable_agent orders the steps.
