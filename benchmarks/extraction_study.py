@@ -293,7 +293,7 @@ def probe(state: LoopState, probe_observations: np.ndarray, data_actions: np.nda
         "actions": actions,
         "sampled_actions": sampled,
     }
-    if agent.config["extraction"] == "awr":
+    if agent.config.extraction == "awr":
         dist = agent.actor.apply_fn({"params": agent.actor.params}, normalized)
         result["policy_std"] = float(dist.stddev().mean())
     return result

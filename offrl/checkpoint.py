@@ -46,9 +46,10 @@ MANIFEST = "offrl_manifest.json"  # in each step directory: {"files": {path: {"b
 LOCK_FILE = "run.lock"  # in the run directory: fcntl-locked by the process writing it, which writes its PID there
 # The meta and state layout new checkpoints are written in. 2: self-contained checkpoints;
 # 3: agent hyperparameters as state leaves (--vmap, merged in 5826318), so an IQL or FB state of
-# format 2 has a different pytree. Bump it with any change that stops older states restoring.
-META_FORMAT = 3
-FORMAT_CHANGES = {2: "5826318"}  # format -> the first commit on main that no longer wrote it
+# format 2 has a different pytree. 4: the agent's config is a pytree in the state, its batchable
+# fields leaves (no `hparams`). Bump it with any change that stops older states restoring.
+META_FORMAT = 4
+FORMAT_CHANGES = {2: "5826318", 3: "the config-contract merge (branch house-config)"}  # format -> first commit not writing it
 LEGACY_MANAGERS = ("latest", "best")
 # Env factories a checkpoint may name (module:function); any other evaluation env is stored
 # as its gymnasium EnvSpec. A closed list: a run directory must not be able to import code.

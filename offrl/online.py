@@ -150,9 +150,6 @@ class EpisodeSource:
     def __init__(self, config: dict[str, Any], spec: DatasetSpec, agent_cls: type) -> None:
         if config["normalize_observations"]:
             raise cfg.ConfigError("normalize_observations needs dataset statistics; online agents see raw observations")
-        if config.get("vmap"):
-            # Each member would need envs and a buffer of its own; only seeds get them.
-            raise cfg.ConfigError(f"--vmap is for offline agents; sweep {config['agent']}'s hyperparameters as separate runs")
         self.num_envs = int(config["episodes_per_update"])
         env_info = probe_env(spec)
         self.capacity = self.num_envs * env_info.max_episode_steps

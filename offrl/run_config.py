@@ -42,7 +42,7 @@ def resolve_config(argv_overrides: dict[str, Any]) -> dict[str, Any]:
         cfg.merge(config, cfg.load_yaml(file_path), str(file_path))
     cfg.merge(config, overrides, "command line")
     config["dataset"] = dataset
-    cfg.validate(config)
+    cfg.validate(config, agent_config_class(agent_name))
     return config
 
 
@@ -84,7 +84,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> dict[str, A
     if reached is not None and config["steps"] < reached:
         raise cfg.ConfigError(f"--steps {config['steps']} is below step {reached} the run has reached: give --steps {reached} or more")
     config.update(resume=str(run_dir), run_dir=str(run_dir))
-    cfg.validate(config)
+    cfg.validate(config, agent_config_class(config["agent"]))
     return config
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from offrl.agents import get_agent
+from offrl.agents import agent_config, get_agent
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.buffer import ReplayBuffer, observation_statistics
@@ -32,7 +32,7 @@ from offrl.envs import d4rl_normalized_score, make_eval_vector_env, normalized_s
 from offrl.envs.spec import DatasetSpec
 from offrl.evaluation import action_scatter, evaluate_seeds, summarize_episodes
 from offrl.logging import RunLogger
-from offrl.loop import LoopState, config_hparams, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
+from offrl.loop import LoopState, with_config_hyperparameters, make_seeds_train_chunk, replicate, seed_slice, shard_seeds, stack_states
 from offrl.online import EpisodeSource, example_batch, online_spec
 from offrl.run_config import derived_keys, given_resume_config, with_derived
 from offrl.transitions import Transitions
@@ -258,7 +258,7 @@ class Experiment:
         config = self.config if config is None else config
         seed = config["seed"] if seed is None else seed
         init_key, loop_key = jax.random.split(jax.random.PRNGKey(seed))
-        agent = self.agent_cls.create(cfg.agent_config(config, self.agent_defaults), example_batch, init_key)
+        agent = self.agent_cls.create(agent_config(config["agent"], config), example_batch, init_key)
         state = LoopState.initial(agent, loop_key, example_batch["observations"].shape[-1])
         # Python scalars (e.g. optimizer step counters) become arrays, as they are after any update,
         # so a fresh state and a restored one have the same structure.
@@ -418,7 +418,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     run directory decided (written back into `config` when it is not a resume)."""
     if config.get("resume"):
         config = given_resume_config(config)
-    cfg.validate(config)
+    cfg.validate(config, get_agent(config["agent"])[0].config_class)
     config["run_dir"] = str(config["run_dir"] or default_run_dir(config))
     return config
 
@@ -427,7 +427,7 @@ def initial_states(experiment: Experiment, source: DataSource, grid: dict[str, l
     """Every member's fresh state, combination-major and seed-minor (as `batch_members`)."""
     config = experiment.config
     for combination in combinations(grid):
-        cfg.validate({**config, **combination})
+        cfg.validate({**config, **combination}, experiment.agent_cls.config_class)
     seeds = [int(config["seed"]) + i for i in range(int(config["num_seeds"]))]
     return [source.prepare(experiment.initial_state(source.example_batch, seed, {**config, **combination}))
             for combination in combinations(grid) for seed in seeds]
@@ -458,13 +458,13 @@ def restored_states(
 ) -> tuple[list[LoopState], dict[str, float]]:
     """Each member's state at the newest step every member saved intact (members save together;
     a kill between two saves leaves the older step in every one; `ckpt.resume_step`), with the
-    hyperparameters of the config (`config_hparams`), metrics.jsonl cut back to it, and the
+    hyperparameters of the config (`with_config_hyperparameters`), metrics.jsonl cut back to it, and the
     run's time until then."""
     directories = [member.directory / "checkpoints" for member in members]
     restored = ckpt.resume_step(directories)
     prior: dict[str, float] = {}
     if restored:
-        states = [config_hparams(ckpt.restore(d, restored, s), s) for d, s in zip(directories, states)]
+        states = [with_config_hyperparameters(ckpt.restore(d, restored, s), s) for d, s in zip(directories, states)]
         prior = resumed_from(directories[0], restored, experiment.config, experiment.spec)
     for member in members:
         cut_metrics(member.directory, restored)

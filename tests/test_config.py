@@ -104,7 +104,45 @@ def test_default_command_trains_on_maze2d_umaze_with_the_preset():
 
 
 def test_valid_defaults_pass():
-    for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb"):
-        cfg.validate(resolve_config({"agent": agent}))
-    cfg.validate(resolve_config({"agent": "reinforce", "env": "CartPole-v1"}))
-    cfg.validate(resolve_config({"agent": "sr", "env": "x"}))
+    from offrl.agents import agent_config_class
+
+    for overrides in [*({"agent": agent} for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb", "bc", "td3bc")),
+                      {"agent": "reinforce", "env": "CartPole-v1"}, {"agent": "sr", "env": "x"}]:
+        cfg.validate(resolve_config(overrides), agent_config_class(overrides["agent"]))
+
+
+@cfg.config_class
+class Declared:
+    rate: float = cfg.option(0.1, "a step size", gt=0, batchable=True)
+    share: float = cfg.option(0.5, "a fraction", ge=0, lt=1)
+    width: int = cfg.option(3, "a width", ge=1)
+    dims: tuple[int, ...] | None = cfg.option(None, "indices", ge=0)
+    mode: str = cfg.option("a", "a mode", choices=("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"rate": 0.0}, "config key 'rate' must be a number > 0, got 0.0 (--rate VALUE)"),
+        ({"share": 1.0}, "config key 'share' must be a number in [0, 1), got 1.0"),
+        ({"width": 2.5}, "config key 'width' must be an integer >= 1, got 2.5"),
+        ({"dims": "1,-2"}, "config key 'dims' must be a list of integers >= 0 or null, got (1, -2)"),
+        ({"mode": "c"}, "config key 'mode' must be one of a, b, got 'c'"),
+    ],
+)
+def test_a_declared_range_rejects_a_bad_value_in_one_line_naming_the_key(overrides, message):
+    """The declaration is the whole check: no table, no agent code, the same for any config class."""
+    with pytest.raises(cfg.ConfigError) as error:
+        Declared(**overrides)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_declarations_give_batchable_keys_tuples_and_the_help_notes():
+    assert cfg.batchable_keys(Declared) == ("rate",)
+    assert Declared(dims="4,5").dims == (4, 5) and Declared(dims=[1]).dims == (1,) and Declared(dims="none").dims is None
+    lines = {key.key: cfg.help_line(key) for key in cfg.describe(Declared)}
+    assert lines["rate"] == "  --rate float (default 0.1, > 0, vmap-able): a step size"
+    assert lines["share"] == "  --share float (default 0.5, in [0, 1)): a fraction"
+    assert lines["mode"] == "  --mode str (default a, one of a|b): a mode"
+    with pytest.raises(cfg.ConfigError, match="only numbers can be batched"):
+        cfg.option("a", "text", batchable=True)

@@ -193,16 +193,16 @@ def test_num_seeds_matches_single_seed_online_runs(tmp_path):
 def test_log_std_init_sets_the_initial_gaussian_std():
     """Continuous actions start with std exp(log_std_init) on every state, and it is a
     parameter the policy gradient moves; a Discrete policy has no std to set."""
-    from offrl.agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
+    from offrl.agents.reinforce import ReinforceAgent, ReinforceConfig
 
     observations = jnp.array([[0.0, 0.1, -0.2, 0.3], [1.0, -1.0, 0.5, 0.0]])
     batch = {"observations": observations, "actions": jnp.zeros((2, 1))}
     for log_std in (0.0, -1.0):
-        agent = ReinforceAgent.create({**DEFAULT_CONFIG, "log_std_init": log_std}, batch, jax.random.PRNGKey(0))
+        agent = ReinforceAgent.create(ReinforceConfig(log_std_init=log_std), batch, jax.random.PRNGKey(0))
         std = agent.actor.apply_fn({"params": agent.actor.params}, observations).stddev()
         np.testing.assert_allclose(std, np.exp(log_std), rtol=1e-6)
         assert agent.actor.params["log_stds"].shape == (1,)
-    discrete = ReinforceAgent.create({**DEFAULT_CONFIG, "num_actions": 2, "log_std_init": -1.0}, batch, jax.random.PRNGKey(0))
+    discrete = ReinforceAgent.create(ReinforceConfig(num_actions=2, log_std_init=-1.0), batch, jax.random.PRNGKey(0))
     assert "log_stds" not in discrete.actor.params
 
 
@@ -250,7 +250,7 @@ def test_learned_baseline_cuts_the_policy_gradient_variance(tmp_path):
     assert config["baseline"]
     run(config, progress=False)
     agent = restore_run(tmp_path)[0].agent
-    plain = agent.replace(value=None, config=agent.config.copy({"baseline": False}))
+    plain = agent.replace(value=None, config=agent.config.replace(baseline=False))
     spec = env_spec("CartPole-v1")
     envs = make_eval_vector_env(spec, config["episodes_per_update"], seed=0)
     capacity = config["episodes_per_update"] * probe_env(spec).max_episode_steps

@@ -44,7 +44,7 @@ def test_members_equal_single_runs(small_umaze_id, grid_run, tmp_path, expectile
     batched_state, _, step = restore_run(member_dir(run_dir, expectile, actor_lr, seed))
     single_state, _, single_step = restore_run(single_dir)
     assert step == single_step == 200
-    assert float(batched_state.agent.hparams["expectile"]) == pytest.approx(expectile)
+    assert float(batched_state.agent.config.expectile) == pytest.approx(expectile)
     for a, b in zip(leaves(batched_state), leaves(single_state)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
