@@ -85,7 +85,7 @@ from offrl.data.pointmaze import maze_dataset_id
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import evaluate_seeds, summarize_episodes
 from offrl.loop import LoopState, stack_states
-from offrl.train import restore_run
+from offrl.experiment import restore_run
 from offrl.vmap import combination_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ the latest `keep` steps and the best by evaluation score (a preservation policy:
 or best 1), so each checkpoint is written once. `meta` (JSON) holds the agent name, the
 resolved config, the shapes of the example batch the agent was built from, the evaluation
 env (how to build it, its spaces and reference scores), the step's score and the run's
-time so far; so `offrl.train.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
+time so far; so `offrl.experiment.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
 `scripts/export.py` need only the run directory.
 
 Each step also gets `MANIFEST`, the size and sha256 of each of its files, written once orbax has

@@ -19,7 +19,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.struct
 import yaml
@@ -59,21 +59,13 @@ def option(
     batchable: bool = False,
     derive: Callable[[dict[str, Any], Any], Any] | None = None,
 ) -> Any:
-    """A config field and everything known about it, in one declaration: its doc (what
-    `--help` prints), its range (`ge`/`gt`/`le`/`lt`: >=, >, <=, < a bound; for a list or
-    tuple, each item's) or its `choices`, and whether `--vmap` may batch it.
-
-    `batchable=True` makes the field a pytree leaf of the agent's config (see `config_class`),
-    so inside the jitted update it is an array and one compiled program serves every value:
-    declare it for numbers that change neither a shape nor a code path (loss coefficients,
-    learning rates fed through `optax.inject_hyperparams`). Validation, `--help`, `--vmap`
-    and the sweep runner read these declarations and nothing else.
-
-    `derive(run_config, spec)`: the field is derived, computed from the resolved run settings
-    and the run's `DatasetSpec` (its env) whenever an experiment is built (`derived_values`),
-    so giving it has no effect and `--help` marks it. Lists, other unhashable defaults and
-    nested config groups get a `default_factory` of copies, so no two configs share a mutable
-    default."""
+    """A config field and all that is known of it: its doc (what `--help` prints), its range
+    (`ge`/`gt`/`le`/`lt` a bound; a list's items each) or `choices`, and `batchable`: a pytree
+    leaf of the agent's config (`config_class`), so one compiled update serves every value and
+    `--vmap` may batch it (numbers that change no shape or code path). Validation, `--help`,
+    `--vmap` and the sweep runner read these and nothing else. `derive(run_config, spec)`
+    computes the field from the run (`derived_values`); giving it has no effect. Unhashable
+    defaults and nested groups get a `default_factory` of copies."""
     if batchable and not _is_number(default):
         raise ConfigError(f"option({default!r}, {doc!r}): only numbers can be batched by --vmap")
     metadata = {
@@ -118,11 +110,10 @@ def _as_tuple(value: Any) -> Any:
     "" and "none" are null)."""
     if isinstance(value, str):
         text = value.strip().strip("()[]")
-        return None if not text or text.lower() == "none" else tuple(parse_yaml(part) for part in text.split(",") if part.strip())
+        value = None if not text or text.lower() == "none" else [parse_yaml(part) for part in text.split(",") if part.strip()]
     if _is_number(value):
         return (value,)
-    return tuple(_as_tuple(item) if isinstance(item, (list, tuple)) else item for item in value) if isinstance(
-        value, (list, tuple)) else value
+    return tuple(_as_tuple(item) if isinstance(item, list) else item for item in value) if isinstance(value, (list, tuple)) else value
 
 
 def batchable_keys(config_cls: type) -> tuple[str, ...]:
@@ -278,9 +269,12 @@ def validate(config: dict[str, Any], agent_config_cls: type) -> None:
     declarations; a ConfigError names the first bad key. Run before a run creates its
     directory, so a rejected run leaves nothing behind."""
     check_fields(RunConfig, config)
-    values = {field.name: config[field.name] for field in dataclasses.fields(agent_config_cls) if field.name in config}
-    instance = agent_config_cls(**values)  # tuple fields given as text ("4,5") become tuples
-    check_fields(agent_config_cls, {key: getattr(instance, key) for key in values})
+    check_fields(agent_config_cls, dataclasses.asdict(from_flat(agent_config_cls, config)))  # after "4,5" -> (4, 5)
+
+
+def from_flat(config_cls: type, config: Mapping[str, Any]) -> Any:
+    """The typed config (e.g. what an agent's `create` receives) from a flat one; other keys are ignored."""
+    return config_cls(**{field.name: config[field.name] for field in dataclasses.fields(config_cls) if field.name in config})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ resume exact and checkpoints complete. `updates_per_call` updates (batch samplin
 run inside one jitted `lax.scan`, so Python is touched only between calls; several seeds (and
 --vmap combinations) are one leading axis of that pytree, trained by one `vmap` of the same
 chunk. Nothing here knows where the data comes from or what is logged: that is
-`offrl.train.run`'s part.
+`offrl.runner.run`'s part.
 """
 
 from __future__ import annotations

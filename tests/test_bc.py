@@ -76,7 +76,8 @@ def test_bc_trains_and_vmaps_its_learning_rate(small_umaze_id, tmp_path):
         assert np.isfinite(row["return_mean"])
     member = json.loads((tmp_path / "bc" / "actor_lr=0.001" / "summary.json").read_text())
     assert member["actor_lr"] == 0.001
-    from offrl.train import restore_run, run
+    from offrl.experiment import restore_run
+    from offrl.runner import run
     from test_train import leaves
 
     single_dir = tmp_path / "single"
@@ -86,7 +87,7 @@ def test_bc_trains_and_vmaps_its_learning_rate(small_umaze_id, tmp_path):
 
 
 def run_bc(dataset: str, tmp_path):
-    from offrl.train import run
+    from offrl.runner import run
 
     config = tiny_config(dataset, tmp_path / "bc", agent="bc", steps=200, eval_interval=200, vmap="actor_lr=0.001,0.0003")
     return run(config, progress=False)

@@ -10,7 +10,7 @@ import pytest
 
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
+from offrl.experiment import resolve
 
 from offrl.cli import train as train_script
 
@@ -25,11 +25,11 @@ def test_numbers_parse_as_yaml_1_2(raw, value):
 
 
 def test_exponent_floats_reach_float_and_int_keys(tmp_path):
-    config = resolve_config({"agent": "iql-ddpg", **cfg.parse_overrides(["--actor-lr", "3e-4", "--steps", "1e3"])})
+    config = resolve({"agent": "iql-ddpg", **cfg.parse_overrides(["--actor-lr", "3e-4", "--steps", "1e3"])})
     assert config["actor_lr"] == 3e-4 and config["steps"] == 1000 and isinstance(config["steps"], int)
     preset = tmp_path / "preset.yaml"
     preset.write_text("critic_lr: 1e-3\n")
-    assert resolve_config({"agent": "iql-ddpg", "config": str(preset)})["critic_lr"] == 1e-3
+    assert resolve({"agent": "iql-ddpg", "config": str(preset)})["critic_lr"] == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -95,12 +95,12 @@ def test_default_command_trains_on_maze2d_umaze_with_the_preset():
     the README's 15-minute claim is measured at."""
     from offrl.data import dataset_family
 
-    config = resolve_config({"agent": "iql-ddpg"})
+    config = resolve({"agent": "iql-ddpg"})
     preset = cfg.load_yaml(cfg.PRESET_DIR / "iql" / "maze2d.yaml")
     assert config["dataset"] == cfg.DEFAULT_DATASET and dataset_family(cfg.DEFAULT_DATASET) == "maze2d"
     assert config["steps"] == preset["steps"] == 20_000
     assert config["actor_lr_schedule"] == "constant" and config["normalize_observations"]
-    assert resolve_config({"agent": "bc"})["steps"] == 20_000  # the bc row compares at the same budget
+    assert resolve({"agent": "bc"})["steps"] == 20_000  # the bc row compares at the same budget
 
 
 def test_valid_defaults_pass():
@@ -108,7 +108,7 @@ def test_valid_defaults_pass():
 
     for overrides in [*({"agent": agent} for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb", "bc", "td3bc")),
                       {"agent": "reinforce", "env": "CartPole-v1"}, {"agent": "sr", "env": "x"}]:
-        cfg.validate(resolve_config(overrides), agent_config_class(overrides["agent"]))
+        cfg.validate(resolve(overrides), agent_config_class(overrides["agent"]))
 
 
 @cfg.config_class

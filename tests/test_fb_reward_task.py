@@ -13,8 +13,8 @@ from offrl.agents.fb import FBAgent, FBConfig, infer_z_from_rewards
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import GridWorld, collect_uniform_dataset
 from offrl.evaluation import make_policy
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 from test_fb import TWO_ROOMS, train
 from test_fb_pointmaze import TINY_FB
 
@@ -55,7 +55,7 @@ def test_maze2d_run_evaluates_the_dataset_reward_task(small_umaze_id, tmp_path):
     """train.py's evaluation of FB on maze2d (no goal in the observation) acts on the
     dataset's reward, close to what `evaluate.py --reward dataset` infers, not on z = 0."""
     run_dir = tmp_path / "fb"
-    run(resolve_config({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
+    run(resolve({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
     state, experiment, _ = restore_run(run_dir)
     agent, transitions = state.agent, experiment.transitions
     assert agent.config.eval_goal_dims is None and agent.config.eval_task == "rewards"

@@ -11,7 +11,7 @@ import pytest
 from offrl.agents import REGISTRY, agent_config_class, agent_names, get_agent
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
+from offrl.experiment import resolve
 
 from offrl.cli import train as train_script
 
@@ -91,7 +91,7 @@ def test_list_defaults_are_not_shared_between_instances():
 @pytest.mark.parametrize("argv", [["--actor_lr", "3e-4"], ["--actor_lr=1e-05"], ["--actor-lr=3E-4"]])
 def test_exponent_learning_rates_parse_as_floats(argv):
     expected = float(argv[-1].split("=")[-1])
-    config = resolve_config({"agent": "iql-ddpg", **cfg.parse_overrides(argv)})
+    config = resolve({"agent": "iql-ddpg", **cfg.parse_overrides(argv)})
     assert config["actor_lr"] == expected and type(config["actor_lr"]) is float
 
 

@@ -15,8 +15,8 @@ from offrl.agents.td3bc import TD3BCAgent, TD3BCConfig, smoothed_target_actions,
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.loop import LoopState, make_seeds_train_chunk, make_train_chunk, seed_slice, stack_states
-from offrl.run_config import resolve_config
-from offrl.train import run
+from offrl.experiment import resolve
+from offrl.runner import run
 from offrl.transitions import Transitions
 from test_iql import random_batch as iql_random_batch
 
@@ -183,14 +183,14 @@ def test_config_is_typed_and_rejects_bad_values_by_name():
 
 def test_presets_turn_on_the_papers_state_normalization():
     argv = ["--agent", "td3bc", "--dataset", "offrl/pointmaze/umaze-v1", "--alpha", "3e-1", "--policy-delay=3"]
-    config = resolve_config(parse_overrides(argv))
+    config = resolve(parse_overrides(argv))
     assert config["normalize_observations"] is True and config["steps"] == 20_000
     assert config["alpha"] == 0.3 and config["policy_delay"] == 3
 
 
 def test_a_rejected_config_leaves_no_run_directory(small_pointmaze_id, tmp_path):
     with pytest.raises(ValueError, match="config key 'policy_delay' must be an integer >= 1"):
-        run(resolve_config({"agent": "td3bc", "dataset": small_pointmaze_id, "policy_delay": 0, "run_dir": str(tmp_path / "run")}),
+        run(resolve({"agent": "td3bc", "dataset": small_pointmaze_id, "policy_delay": 0, "run_dir": str(tmp_path / "run")}),
             progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -200,7 +200,7 @@ def test_td3bc_reaches_the_pointmaze_goals(small_pointmaze_id, tmp_path):
     """The default path (registry, preset with state normalization, fused loop, evaluation) on the
     5000-step goal-conditioned umaze. Measured at commit 670789f: seeds 0 and 1 both normalized
     100.0, success 1.00 (117 and 115 steps to the goal); after 1 update: 0.0, success 0.00."""
-    config = resolve_config(
+    config = resolve(
         {
             "agent": "td3bc",
             "dataset": small_pointmaze_id,
@@ -219,7 +219,7 @@ def test_td3bc_reaches_the_pointmaze_goals(small_pointmaze_id, tmp_path):
 
 def test_vmap_batches_alpha_through_the_runner_and_each_member_is_its_single_run(small_umaze_id, tmp_path):
     """alpha is batchable because its declaration says so: no TD3+BC code knows about --vmap."""
-    from offrl.train import restore_run
+    from offrl.experiment import restore_run
     from test_train import leaves, tiny_config
 
     settings = {"agent": "td3bc", "steps": 100, "eval_interval": 100, "eval_episodes": 2, "batch_size": 32}

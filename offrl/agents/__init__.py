@@ -68,9 +68,3 @@ def agent_config_class(name: str) -> type:
     """The config class that declares the agent's hyperparameters (types, defaults, docs, ranges)."""
     return agent_class(name).config_class
 
-
-def agent_config(name: str, config: dict[str, Any]) -> Any:
-    """The agent's typed config from a flat config (run settings are ignored): the one place
-    a dict becomes what `create` receives, checked against the declarations."""
-    config_cls = agent_config_class(name)
-    return config_cls(**{field.name: config[field.name] for field in dataclasses.fields(config_cls) if field.name in config})
