@@ -78,7 +78,7 @@ def fresh_state(factory: Callable[[], gym.Env], seed: int) -> LoopState:
         "next_observations": rng.normal(size=(256, obs_dim)).astype(np.float32),
         "terminals": np.zeros(256, np.float32),
     }
-    agent = cls.create(config, example, jax.random.PRNGKey(seed))
+    agent = cls.create(cls.config_class(**config), example, jax.random.PRNGKey(seed))
     return stack_states([LoopState.initial(agent, jax.random.PRNGKey(seed), obs_dim)])
 
 

@@ -57,8 +57,8 @@ from offrl.envs import make_eval_vector_env
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry, negative_distance
 from offrl.evaluation import eval_env_seeds, evaluate_state, run_episodes
 from offrl.logging import RunLogger
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run, seed_run_dirs
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOAL_TARGET = 0.85  # issue 34: FB at least 0.85x IQL's success, five tasks and every cell
@@ -70,11 +70,11 @@ def train(agent: str, dataset: str, run_dir: Path, steps: int, overrides: dict[s
     """Train `seeds` (consecutive, vmapped by the loop) or reuse a finished run in `run_dir`;
     each seed's final state, experiment and step."""
     if not (run_dir / "summary.json").is_file():
-        config = resolve_config({"agent": agent, "dataset": dataset, "steps": steps, "run_dir": str(run_dir),
+        config = resolve({"agent": agent, "dataset": dataset, "steps": steps, "run_dir": str(run_dir),
                                  "eval_interval": steps, "eval_episodes": 10, "wandb.mode": wandb_mode,
                                  "seed": seeds[0], "num_seeds": len(seeds), **overrides})
         run(config, transitions=transitions)
-    return [restore_run(directory) for directory in seed_run_dirs(run_dir, seeds)]
+    return [restore_run(directory) for directory in ([run_dir] if len(seeds) == 1 else [run_dir / f"seed{seed}" for seed in seeds])]
 
 
 def episode_stats(episodes: dict[str, np.ndarray]) -> dict[str, float]:

@@ -43,8 +43,8 @@ from offrl.config import DEFAULT_DATASET
 from offrl.data import load_dataset
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import eval_env_seeds, run_episodes, summarize_episodes
-from offrl.run_config import resolve_config
-from offrl.train import run
+from offrl.experiment import resolve
+from offrl.runner import run
 from offrl.transitions import Transitions
 
 MATCHED: dict[str, Any] = {
@@ -152,7 +152,7 @@ def evaluate_policy(spec: Any, policy: Any, seed: int, episodes: int) -> dict[st
 
 
 def run_offrl(dataset: str, seed: int, steps: int, episodes: int, extra: dict[str, Any], run_dir: Path) -> dict[str, float]:
-    config = resolve_config(
+    config = resolve(
         {
             "agent": "iql-awr",
             "dataset": dataset,

@@ -43,7 +43,7 @@ def make_agent(name: str, hidden: tuple[int, ...], transitions, seed: int = 0, *
     cls, config = get_agent(name)
     config.update(hidden_dims=hidden, **overrides)
     example = transitions[:10_000].as_dict()
-    return cls, cls.create(config, example, jax.random.PRNGKey(seed))
+    return cls, cls.create(cls.config_class(**config), example, jax.random.PRNGKey(seed))
 
 
 def time_fused(cls, agent, buffer, updates: int, chunk: int) -> float:

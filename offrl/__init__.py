@@ -20,7 +20,7 @@ def load_policy(run_dir: str | Path, best: bool = False) -> Policy:
     so `import offrl` stays cheap."""
     from offrl import checkpoint as ckpt
     from offrl.policy import Policy
-    from offrl.train import restore_run
+    from offrl.experiment import restore_run
 
     manager_dir, step = ckpt.find_checkpoint(run_dir, "best" if best else "latest")
     state, experiment, step = restore_run(manager_dir / str(step), data=False)

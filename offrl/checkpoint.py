@@ -6,7 +6,7 @@ the latest `keep` steps and the best by evaluation score (a preservation policy:
 or best 1), so each checkpoint is written once. `meta` (JSON) holds the agent name, the
 resolved config, the shapes of the example batch the agent was built from, the evaluation
 env (how to build it, its spaces and reference scores), the step's score and the run's
-time so far; so `offrl.train.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
+time so far; so `offrl.experiment.restore_run`, `scripts/evaluate.py`, `offrl.load_policy` and
 `scripts/export.py` need only the run directory.
 
 Each step also gets `MANIFEST`, the size and sha256 of each of its files, written once orbax has
@@ -45,9 +45,10 @@ MANIFEST = "offrl_manifest.json"  # in each step directory: {"files": {path: {"b
 LOCK_FILE = "run.lock"  # in the run directory: fcntl-locked by the process writing it, which writes its PID there
 # The meta and state layout new checkpoints are written in. 2: self-contained checkpoints;
 # 3: agent hyperparameters as state leaves (--vmap, merged in 5826318), so an IQL or FB state of
-# format 2 has a different pytree. Bump it with any change that stops older states restoring.
-META_FORMAT = 3
-FORMAT_CHANGES = {2: "5826318"}  # format -> the first commit on main that no longer wrote it
+# format 2 has a different pytree; 4: the agent's config is a pytree in the state, its batchable
+# fields leaves (no `hparams`). Bump it with any change that stops older states restoring.
+META_FORMAT = 4
+LAST_READERS = {2: "5826318^", 3: "FORMAT3_READER"}  # format -> a commit on main that still restores it
 # Before self-contained checkpoints (61afac5) a run kept checkpoints/latest/ and checkpoints/best/;
 # a44c0e9 is the last commit on main that still restores them.
 LEGACY_MANAGERS = ("latest", "best")
@@ -81,11 +82,11 @@ def is_older_format(written: int | None) -> bool:
 
 def old_format_error(run_dir: Path, written: int | None, doing: str) -> CheckpointFormatError:
     """What to do with `run_dir`, whose checkpoints are of format `written` (None: before formats)."""
-    first_newer = FORMAT_CHANGES.get(written or 0, "the checkpoint format change")
+    reader = LAST_READERS.get(written or 0, "a commit from before the checkpoint format change")
     return CheckpointFormatError(
         f"{run_dir} holds checkpoints of format {written or 'unversioned'}, older than this code's {META_FORMAT} "
-        f"(the --vmap state layout), so this code cannot {doing} it: retrain it with a new run, or check out the "
-        f"commit that wrote it (one before {first_newer}) to use it there"
+        f"(the --vmap state layout), so this code cannot {doing} it: retrain it with a new run, or check out "
+        f"{reader} to use it there"
     )
 
 

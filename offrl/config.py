@@ -5,8 +5,10 @@ hyperparameters (its `DEFAULT_CONFIG`); `wandb.*` keys form the only nested grou
 Command-line overrides are `--key value` or `--key=value` (what `wandb agent` passes),
 dashes and underscores alike, `--no-key` for a false boolean. Values are parsed as YAML
 (with YAML 1.2 floats, so `3e-4` is a number) and must match the type of the default they
-replace, so typos fail loudly. `validate` then checks the ranges of the resolved config
-(positive counts, learning rates, known choices) before anything is created on disk.
+replace, so typos fail loudly. Every key is declared once, with `option(...)` in a config
+class (`RunConfig` here, each agent's beside its code): its type, doc, range or choices and
+whether `--vmap` may batch it. Validation (`validate`, `check_fields`), `--help`
+(`describe`) and `--vmap` (`batchable_keys`) read those declarations; nothing keys on names.
 """
 
 from __future__ import annotations
@@ -17,25 +19,184 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import flax.struct
 import yaml
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_DATASET = "offrl/maze2d/umaze-v0"
 
-def option(default: Any, doc: str, *, derive: Callable[[dict[str, Any], Any], Any] | None = None) -> Any:
-    """A config dataclass field with its one line of doc, which `--help` prints.
 
-    `derive(run_config, spec)`: the field is derived, computed from the resolved run settings
-    and the run's `DatasetSpec` (its env) whenever an experiment is built (`derived_values`),
-    so giving it has no effect and `--help` marks it. Lists, other unhashable defaults and
-    nested config groups get a `default_factory` of copies, so no two configs share a mutable
-    default."""
-    metadata = {"doc": doc, "derived": derive is not None, "derive": derive}
+class ConfigError(ValueError):
+    pass
+
+
+def format_value(value: Any) -> str:
+    """A value as it would be typed on the command line (YAML: null, true, .inf; lists comma-separated)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(item) for item in value) if value else "[]"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    batchable: bool = False,
+    derive: Callable[[dict[str, Any], Any], Any] | None = None,
+) -> Any:
+    """A config field and all that is known of it: its doc (what `--help` prints), its range
+    (`ge`/`gt`/`le`/`lt` a bound; a list's items each) or `choices`, and `batchable`: a pytree
+    leaf of the agent's config (`config_class`), so one compiled update serves every value and
+    `--vmap` may batch it (numbers that change no shape or code path). Validation, `--help`,
+    `--vmap` and the sweep runner read these and nothing else. `derive(run_config, spec)`
+    computes the field from the run (`derived_values`); giving it has no effect. Unhashable
+    defaults and nested groups get a `default_factory` of copies."""
+    if batchable and not _is_number(default):
+        raise ConfigError(f"option({default!r}, {doc!r}): only numbers can be batched by --vmap")
+    metadata = {
+        "doc": doc, "derived": derive is not None, "derive": derive, "bounds": (ge, gt, le, lt),
+        "choices": None if choices is None else tuple(choices), "batchable": batchable,
+        "pytree_node": batchable,  # flax.struct: batchable fields are leaves, the rest static
+    }
     if type(default).__hash__ is None or dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def config_class(cls: type) -> type:
+    """Make `cls` a config: a frozen dataclass and a pytree (flax.struct) whose `batchable`
+    fields are leaves and whose other fields are static, so an agent that keeps its config as
+    a pytree field reads every value as `self.config.name`, batched or not. Constructing one
+    with Python values checks each field against its declaration (a ConfigError naming the
+    key); lists given for tuple fields become tuples, so static fields stay hashable."""
+    def __post_init__(self: Any) -> None:
+        for field in dataclasses.fields(self):
+            if str(field.type).startswith("tuple"):
+                object.__setattr__(self, field.name, _as_tuple(getattr(self, field.name)))
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        # JAX and orbax rebuild configs with other leaves (tracers, arrays, None): only a
+        # config of Python numbers is one being declared, and checked.
+        if all(_is_number(values[key]) for key in batchable_keys(type(self))):
+            check_fields(type(self), values)
+
+    cls.__post_init__ = __post_init__  # before the dataclass is made, so its __init__ calls it
+    cls.is_offrl_config = True
+    return flax.struct.dataclass(cls)
+
+
+def is_config(node: Any) -> bool:
+    """Whether `node` is an instance of a `config_class`."""
+    return getattr(type(node), "is_offrl_config", False)
+
+
+def _as_tuple(value: Any) -> Any:
+    """A tuple field's value as a (nested) tuple, which static pytree fields need to be
+    hashable: from a list, a single number, or a comma-separated string ("4,5", "[4, 5]";
+    "" and "none" are null)."""
+    if isinstance(value, str):
+        text = value.strip().strip("()[]")
+        value = None if not text or text.lower() == "none" else [parse_yaml(part) for part in text.split(",") if part.strip()]
+    if _is_number(value):
+        return (value,)
+    return tuple(_as_tuple(item) if isinstance(item, list) else item for item in value) if isinstance(value, (list, tuple)) else value
+
+
+def batchable_keys(config_cls: type) -> tuple[str, ...]:
+    """The keys of `config_cls` that `--vmap` may batch, as declared."""
+    return tuple(field.name for field in dataclasses.fields(config_cls) if field.metadata.get("batchable"))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range_text(bounds: tuple[Any, Any, Any, Any]) -> str:
+    """`>= 1`, `> 0`, `in [0, 1]`, `strictly between 0 and 1`, `in [0, 1)`; "" without bounds."""
+    ge, gt, le, lt = bounds
+    low, high = (ge if gt is None else gt), (le if lt is None else lt)
+    if low is not None and high is not None:
+        if gt is not None and lt is not None:
+            return f"strictly between {format_value(low)} and {format_value(high)}"
+        return f"in {'[' if gt is None else '('}{format_value(low)}, {format_value(high)}{']' if lt is None else ')'}"
+    if low is not None:
+        return f"{'>=' if gt is None else '>'} {format_value(low)}"
+    if high is not None:
+        return f"{'<=' if lt is None else '<'} {format_value(high)}"
+    return ""
+
+
+def _in_range(value: Any, bounds: tuple[Any, Any, Any, Any]) -> bool:
+    ge, gt, le, lt = bounds
+    return not any([
+        ge is not None and not value >= ge, gt is not None and not value > gt,
+        le is not None and not value <= le, lt is not None and not value < lt,
+    ])
+
+
+def expectation(field: dataclasses.Field) -> tuple[Callable[[Any], bool], str] | None:
+    """(test, what it expects in words) for a declared field; None when nothing is declared
+    that a value could fail (free text, nested groups)."""
+    annotation = str(field.type)
+    nullable = annotation.endswith("| None")
+    base = annotation.split("[")[0].split(" |")[0]
+    choices, bounds = field.metadata.get("choices"), field.metadata.get("bounds", (None,) * 4)
+    text = _range_text(bounds)
+    if choices is not None:
+        ok, expected = (lambda value: value in choices), f"one of {', '.join(map(format_value, choices))}"
+    elif base in ("int", "float") and (text or base == "int"):
+        is_kind = _is_int if base == "int" else _is_number
+        ok = lambda value: is_kind(value) and _in_range(value, bounds)  # noqa: E731
+        expected = f"{'an integer' if base == 'int' else 'a number'}{' ' + text if text else ''}"
+    elif base in ("tuple", "list") and text:
+        item = annotation.split("[")[1].split(",")[0].split("]")[0].strip()
+        is_kind = _is_int if item == "int" else _is_number
+        ok = lambda value: isinstance(value, (list, tuple)) and all(is_kind(x) and _in_range(x, bounds) for x in value)  # noqa: E731
+        expected = f"a list of {'integers' if item == 'int' else 'numbers'} {text}"
+    else:
+        return None
+    if nullable and choices is None:
+        return (lambda value: value is None or ok(value)), f"{expected} or null"
+    return ok, expected
+
+
+def check_fields(config_cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """Check each value in `values` (keys of `config_cls`, a nested group's as a dict or an
+    instance) against its field's declaration; a ConfigError names the first bad key.
+    Arrays (a batched field inside a jitted update) are not checked: they were, as numbers."""
+    for field in dataclasses.fields(config_cls):
+        if field.name not in values:
+            continue
+        value, key = values[field.name], f"{prefix}{field.name}"
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        if dataclasses.is_dataclass(default):
+            if isinstance(value, dict):
+                check_fields(type(default), value, f"{key}.")
+            continue
+        test = expectation(field)
+        if test is None or not isinstance(value, (int, float, str, list, tuple, type(None))):
+            continue
+        ok, expected = test
+        if not ok(value):
+            raise ConfigError(f"config key {key!r} must be {expected}, got {value!r} (--{key.replace('_', '-')} VALUE)")
 
 
 def run_steps(config: dict[str, Any], spec: Any) -> int:
@@ -53,11 +214,13 @@ def derived_values(config_class: type, config: dict[str, Any], spec: Any) -> dic
     }
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class WandbConfig:
     """The `wandb.*` group: where runs are logged on Weights & Biases."""
 
-    mode: str | None = option(None, "online | offline | disabled; null: online if logged in, else offline")
+    mode: str | None = option(
+        None, "null: online if logged in, else offline", choices=(None, "online", "offline", "disabled", "dryrun")
+    )
     project: str = option("offrl", "W&B project")
     entity: str | None = option(None, "W&B entity (user or team); null: your default entity")
     group: str | None = option(None, "W&B group, e.g. to gather a sweep's seeds")
@@ -65,33 +228,35 @@ class WandbConfig:
     tags: list[str] = option([], "W&B tags, comma-separated")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class RunConfig:
     """Run settings, shared by every agent (the agent's hyperparameters are its own config class)."""
 
     agent: str = option("iql-ddpg", "the agent to train (see agents above)")
     dataset: str | None = option(None, f"offline agents: a dataset id or .hdf5 file; null means {DEFAULT_DATASET}")
     env: str | None = option(None, "online agents: a gymnasium id; offline agents: an evaluation env override")
-    d4rl_reward: str = option("auto", "D4RL .hdf5 rewards: auto (by exact D4RL id) | none | locomotion | antmaze")
-    seed: int = option(0, "seed of the run (the first seed with num_seeds > 1)")
-    num_seeds: int = option(1, "seeds seed, seed+1, ... trained together (vmapped, sharded over devices)")
+    d4rl_reward: str = option(
+        "auto", "D4RL .hdf5 rewards (auto: by exact D4RL id)", choices=("auto", "none", "locomotion", "antmaze")
+    )
+    seed: int = option(0, "seed of the run (the first seed with num_seeds > 1)", ge=0)
+    num_seeds: int = option(1, "seeds seed, seed+1, ... trained together (vmapped, sharded over devices)", ge=1)
     vmap: str | None = option(
         None, "e.g. expectile=0.6,0.7: one run per value (x seeds) in one compiled program (offrl/vmap.py)"
     )
-    steps: int = option(100_000, "gradient updates; with --resume, extends the run to this many")
+    steps: int = option(100_000, "gradient updates; with --resume, extends the run to this many", ge=1)
     run_dir: str | None = option(None, "where the run is written; null: runs/<agent>/<dataset>/<seed>-<time>")
     resume: str | None = option(None, "a run directory to continue from its latest checkpoint")
     normalize_observations: bool = option(False, "standardize observations by the dataset's per-dim mean and std")
     reward_shift: float = option(
         0.0, "added to every dataset reward before training, not to the evaluation's return (maze2d -1: rewards -1 / 0)"
     )
-    updates_per_call: int = option(1000, "updates fused into one jitted lax.scan; also the logging interval")
-    eval_interval: int | None = option(None, "updates between evaluations; null: every 10% of training")
-    eval_episodes: int = option(50, "episodes per evaluation")
+    updates_per_call: int = option(1000, "updates fused into one jitted lax.scan; also the logging interval", ge=1)
+    eval_interval: int | None = option(None, "updates between evaluations; null: every 10% of training", ge=1)
+    eval_episodes: int = option(50, "episodes per evaluation", ge=1)
     eval_deterministic: bool = option(True, "evaluate the policy's deterministic action, not a sampled one")
-    checkpoint_interval: int | None = option(None, "updates between checkpoints; null: at every evaluation")
-    keep_checkpoints: int = option(3, "latest checkpoints kept (the best by score is kept as well)")
-    example_batch_size: int = option(100_000, "dataset rows the agent's create() sees (tokenizer fitting)")
+    checkpoint_interval: int | None = option(None, "updates between checkpoints; null: at every evaluation", ge=1)
+    keep_checkpoints: int = option(3, "latest checkpoints kept (the best by score is kept as well)", ge=1)
+    example_batch_size: int = option(100_000, "dataset rows the agent's create() sees (tokenizer fitting)", ge=1)
     wandb: WandbConfig = option(WandbConfig(), "Weights & Biases logging (the wandb.* keys)")
 
 
@@ -99,8 +264,17 @@ class RunConfig:
 RUN_DEFAULTS: dict[str, Any] = dataclasses.asdict(RunConfig())
 
 
-class ConfigError(ValueError):
-    pass
+def validate(config: dict[str, Any], agent_config_cls: type) -> None:
+    """Check a resolved flat config (run settings and the agent's keys) against the fields'
+    declarations; a ConfigError names the first bad key. Run before a run creates its
+    directory, so a rejected run leaves nothing behind."""
+    check_fields(RunConfig, config)
+    check_fields(agent_config_cls, dataclasses.asdict(from_flat(agent_config_cls, config)))  # after "4,5" -> (4, 5)
+
+
+def from_flat(config_cls: type, config: Mapping[str, Any]) -> Any:
+    """The typed config (e.g. what an agent's `create` receives) from a flat one; other keys are ignored."""
+    return config_cls(**{field.name: config[field.name] for field in dataclasses.fields(config_cls) if field.name in config})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +286,8 @@ class KeyDoc:
     default: Any
     doc: str
     derived: bool
+    allowed: str  # the declared range or choices in words ("" if any value of the type goes)
+    batchable: bool
 
 
 def describe(config_class: type, defaults: dict[str, Any] | None = None, prefix: str = "") -> list[KeyDoc]:
@@ -131,29 +307,21 @@ def describe(config_class: type, defaults: dict[str, Any] | None = None, prefix:
         if dataclasses.is_dataclass(default):
             keys.extend(describe(type(default), defaults[field.name], f"{prefix}{field.name}."))
             continue
-        keys.append(KeyDoc(f"{prefix}{field.name}", str(field.type), defaults[field.name], doc, field.metadata.get("derived", False)))
+        choices = field.metadata.get("choices")
+        allowed = f"one of {'|'.join(map(format_value, choices))}" if choices else _range_text(field.metadata["bounds"])
+        keys.append(KeyDoc(
+            f"{prefix}{field.name}", str(field.type), defaults[field.name], doc, field.metadata.get("derived", False),
+            allowed, field.metadata.get("batchable", False),
+        ))
     return keys
 
 
-def format_value(value: Any) -> str:
-    """A value as it would be typed on the command line (YAML: null, true, .inf; lists comma-separated)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and math.isinf(value):
-        return ".inf" if value > 0 else "-.inf"
-    if isinstance(value, (list, tuple)):
-        return ",".join(format_value(item) for item in value) if value else "[]"
-    if value == "":
-        return '""'
-    return str(value)
-
-
 def help_line(key: KeyDoc) -> str:
-    """`--key TYPE (default D): doc`, with `derived` for keys computed from the run (`option(derive=...)`)."""
-    derived = ", derived" if key.derived else ""
-    return f"  --{key.key} {key.type} (default {format_value(key.default)}{derived}): {key.doc}"
+    """`--key TYPE (default D, ALLOWED, vmap-able): doc`, with `derived` for keys computed from
+    the run (`option(derive=...)`) and `vmap-able` for the keys `--vmap` may batch."""
+    notes = [f"default {format_value(key.default)}", key.allowed, "derived" if key.derived else "",
+             "vmap-able" if key.batchable else ""]
+    return f"  --{key.key} {key.type} ({', '.join(note for note in notes if note)}): {key.doc}"
 
 
 class _Loader(yaml.SafeLoader):
@@ -207,82 +375,6 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, dict):
             return value
     raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {value!r}")
-
-
-# Range rules for the resolved config, by key; a key a config does not have is skipped, so
-# one table serves every agent. Agents still check what needs the data (e.g. dims vs obs).
-POSITIVE_INTS = (
-    "num_seeds", "steps", "updates_per_call", "eval_episodes", "keep_checkpoints", "example_batch_size",
-    "batch_size", "z_dim", "hidden_dim", "feature_dim", "backward_hidden_dim", "bilinear_rank",
-    "num_tokens", "num_bins", "kmeans_iterations", "decay_steps", "episodes_per_update",
-)
-OPTIONAL_POSITIVE_INTS = ("eval_interval", "checkpoint_interval", "discrete_actions")
-NON_NEGATIVE_INTS = ("seed", "num_actions")
-POSITIVE_FLOATS = ("actor_lr", "critic_lr", "value_lr", "learning_rate", "temperature")
-UNBOUNDED_POSITIVE_FLOATS = ("max_weight",)  # inf: no clipping of the AWR weights
-NON_NEGATIVE_FLOATS = ("learning_rate_end", "bc_weight", "entropy_coef", "ortho_coef", "actor_noise", "actor_noise_clip")
-UNIT_INTERVAL = ("discount", "gamma", "tau", "mix_ratio", "exploration_epsilon")  # [0, 1]
-OPEN_UNIT_INTERVAL = ("expectile",)  # (0, 1)
-POSITIVE_INT_LISTS = ("hidden_dims",)
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "extraction": ("awr", "ddpg", "dawr"),
-    "policy_head": ("gaussian", "deterministic"),
-    "actor_lr_schedule": ("cosine", "constant"),
-    "eval_squash": ("tanh", "clip"),
-    "tokenizer": ("kmeans", "bins"),
-    "action_squash": ("clip", "tanh"),
-    "convention": ("current", "next"),
-    "target_action": ("target", "online"),
-    "target_heads": ("min", "mean"),
-    "forward_arch": ("concat", "bilinear"),
-    "d4rl_reward": ("auto", "none", "locomotion", "antmaze"),
-    "wandb.mode": (None, "online", "offline", "disabled", "dryrun"),
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _lookup(config: dict[str, Any], dotted_key: str) -> tuple[bool, Any]:
-    node: Any = config
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def validate(config: dict[str, Any]) -> None:
-    """Check every key's range in a resolved config; a ConfigError names the first bad key.
-
-    Called before a run creates its directory, so a rejected run leaves nothing behind."""
-
-    def check(keys: Sequence[str], ok: Any, expected: str) -> None:
-        for key in keys:
-            present, value = _lookup(config, key)
-            if present and not ok(value):
-                raise ConfigError(f"config key {key!r} must be {expected}, got {value!r} (--{key.replace('_', '-')} VALUE)")
-
-    check(POSITIVE_INTS, lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-    check(OPTIONAL_POSITIVE_INTS, lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
-    check(NON_NEGATIVE_INTS, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-    check(POSITIVE_FLOATS, lambda v: _is_number(v) and v > 0, "a number > 0")
-    check(UNBOUNDED_POSITIVE_FLOATS, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
-    check(NON_NEGATIVE_FLOATS, lambda v: _is_number(v) and v >= 0, "a number >= 0")
-    check(UNIT_INTERVAL, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
-    check(OPEN_UNIT_INTERVAL, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1")
-    check(
-        POSITIVE_INT_LISTS,
-        lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) and x >= 1 for x in v),
-        "a list of integers >= 1, e.g. 256,256 ([] for a linear network)",
-    )
-    for key, choices in CHOICES.items():
-        check([key], lambda v, choices=choices: v in choices, f"one of {', '.join(map(str, choices))}")
 
 
 def set_key(config: dict[str, Any], dotted_key: str, value: Any) -> None:
@@ -372,11 +464,6 @@ def base_config(agent_defaults: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"agent config keys {sorted(clash)} clash with run settings")
     config.update(copy.deepcopy(agent_defaults))
     return config
-
-
-def agent_config(config: dict[str, Any], agent_defaults: dict[str, Any]) -> dict[str, Any]:
-    """The agent's hyperparameters out of an experiment's config (derived keys included)."""
-    return {key: config[key] for key in agent_defaults}
 
 
 def to_json(config: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ resume exact and checkpoints complete. `updates_per_call` updates (batch samplin
 run inside one jitted `lax.scan`, so Python is touched only between calls; several seeds (and
 --vmap combinations) are one leading axis of that pytree, trained by one `vmap` of the same
 chunk. Nothing here knows where the data comes from or what is logged: that is
-`offrl.train.run`'s part.
+`offrl.runner.run`'s part.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 if TYPE_CHECKING:
     from offrl.buffer import ReplayBuffer
@@ -43,7 +44,7 @@ class LoopState:
 
 
 def default_sample_batch(buffer: ReplayBuffer, key: jax.Array, config: Any) -> dict[str, jax.Array]:
-    return buffer.sample(key, config["batch_size"])
+    return buffer.sample(key, config.batch_size)
 
 
 def make_train_chunk(agent_cls: type, num_updates: int) -> Callable[[LoopState, ReplayBuffer], tuple[LoopState, dict]]:
@@ -116,14 +117,21 @@ def replicate(tree: Any) -> Any:
     return jax.device_put(tree, jax.sharding.NamedSharding(device_mesh(), jax.sharding.PartitionSpec()))
 
 
-def config_hparams(restored: LoopState, fresh: LoopState) -> LoopState:
-    """The restored state with the hyperparameter leaves (an agent's `hparams`, optimizers'
-    injected `hyperparams`) of the state built from the config: the config decides the
+def with_config_hyperparameters(restored: LoopState, fresh: LoopState) -> LoopState:
+    """The restored state with the hyperparameters of the state built from the config (the
+    agent's config leaves, the optimizers' injected learning rates): the config decides the
     hyperparameters, the checkpoint what was learned, so a run resumed with an edited config
     (e.g. a lower learning rate) trains with the edited values, as when they were constants."""
+    from offrl.config import is_config
 
-    def pick(path: tuple, restored_leaf: Any, fresh_leaf: Any) -> Any:
-        names = {getattr(entry, "name", getattr(entry, "key", None)) for entry in path}
-        return fresh_leaf if names & {"hparams", "hyperparams"} else restored_leaf
+    injected = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
-    return jax.tree_util.tree_map_with_path(pick, restored, fresh)
+    def is_hyperparameters(node: Any) -> bool:
+        return is_config(node) or isinstance(node, injected)
+
+    def pick(restored_node: Any, fresh_node: Any) -> Any:
+        if isinstance(fresh_node, injected):
+            return restored_node._replace(hyperparams=fresh_node.hyperparams)
+        return fresh_node if is_config(fresh_node) else restored_node
+
+    return jax.tree_util.tree_map(pick, restored, fresh, is_leaf=is_hyperparameters)

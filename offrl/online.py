@@ -1,5 +1,5 @@
 """The online agents' data source: episodes collected from a vector env between updates.
-`offrl.train.run` trains, evaluates, logs, checkpoints and resumes an online run as any
+`offrl.runner.run` trains, evaluates, logs, checkpoints and resumes an online run as any
 other; only the data comes from here (`EpisodeSource`) instead of a dataset.
 
 One update (what `--steps` counts for online agents) is:
@@ -141,7 +141,7 @@ def empty_buffer(env_info: EnvInfo, capacity: int) -> ReplayBuffer:
 
 class EpisodeSource:
     """Episodes collected with the current policy before every update (see the module
-    docstring): an `offrl.train.DataSource` whose updates are those of the unbatched agent,
+    docstring): an `offrl.sources.DataSource` whose updates are those of the unbatched agent,
     one seed after the other."""
 
     updates_per_call = 1  # each update needs fresh episodes, so the loop returns to Python for each
@@ -150,9 +150,6 @@ class EpisodeSource:
     def __init__(self, config: dict[str, Any], spec: DatasetSpec, agent_cls: type) -> None:
         if config["normalize_observations"]:
             raise cfg.ConfigError("normalize_observations needs dataset statistics; online agents see raw observations")
-        if config.get("vmap"):
-            # Each member would need envs and a buffer of its own; only seeds get them.
-            raise cfg.ConfigError(f"--vmap is for offline agents; sweep {config['agent']}'s hyperparameters as separate runs")
         self.num_envs = int(config["episodes_per_update"])
         env_info = probe_env(spec)
         self.capacity = self.num_envs * env_info.max_episode_steps

@@ -10,8 +10,8 @@ Each run writes into `OUT/runs/<name>`; a run counts as finished once its
 `summary.json` exists, so an interrupted sweep rerun with the same command skips finished
 runs, resumes half-done ones from their checkpoint (`--resume`) and retries the rest.
 
-`fold_grid` (scripts/sweep.py --vmap) folds a grid's batchable axes (the agent's
-`batchable_hparams`) and a consecutive seed axis into one `train.py --vmap ... --num-seeds K`
+`fold_grid` (scripts/sweep.py --vmap) folds a grid's batchable axes (the keys the agent's
+config declares `batchable`) and a consecutive seed axis into one `train.py --vmap ... --num-seeds K`
 process per remaining combination: start-up, dataset load and compilation are paid once per
 process instead of once per run. Each grid point is still its own run directory (a member of
 its process, OUT/runs/<process>/<key=value...>/seed<N>) and its own row of results.csv.
@@ -176,12 +176,14 @@ def _agent_info(agent: str) -> tuple[tuple[str, ...], dict[str, Any], bool]:
     """(batchable keys, default config, online) of a registered agent; an unknown agent batches
     nothing (its run fails with train.py's own error)."""
     from offrl.agents import get_agent
+    from offrl.config import batchable_keys
 
     try:
         cls, defaults = get_agent(agent)
     except ValueError:
         return (), {}, True
-    return tuple(getattr(cls, "batchable_hparams", ())), defaults, bool(getattr(cls, "online", False))
+    online = bool(getattr(cls, "online", False))
+    return () if online else batchable_keys(cls.config_class), defaults, online
 
 
 def fold_grid(sweep: dict[str, Any], out: Path, sets: dict[str, str], limit: int | None = None) -> list[RunSpec]:

@@ -1,12 +1,11 @@
 """Hyperparameters as a batch axis: `--vmap expectile=0.6,0.7,0.8,0.9` trains one run per
 value (times `--num-seeds`) in one compiled program, the way seeds are batched.
 
-An agent lists the config keys it can batch in `batchable_hparams`: numeric values it keeps
-as arrays in its state (losses' coefficients, learning rates in the optimizer state), so
-changing them changes neither a shape nor the code. Everything else (network sizes, the
-extraction method, the batch size, run settings) would need another program and is refused.
-
-This module only parses and names (no jax), so the sweep runner can use it cheaply.
+The keys that can be batched are those the agent's config declares `option(..., batchable=True)`:
+numbers that are arrays in its state (the config's leaves, learning rates in the optimizer
+state), so changing them changes neither a shape nor the code. Everything else (network
+sizes, the extraction method, the batch size, run settings) would need another program and
+is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import itertools
 import re
 from typing import Any
 
-from offrl.config import ConfigError, _coerce, parse_yaml
+from offrl.config import ConfigError, _coerce, batchable_keys, parse_yaml
 
 RUN_KEYS_ADVICE = {
     "seed": "seeds are batched with --num-seeds K",
@@ -65,8 +64,11 @@ def check_vmap(grid: dict[str, list[Any]], config: dict[str, Any], agent_cls: ty
     that cannot be batched and says why."""
     if not grid:
         return {}
-    batchable = tuple(getattr(agent_cls, "batchable_hparams", ()))
-    if getattr(agent_cls, "online", False) or not batchable:
+    if getattr(agent_cls, "online", False):
+        # Each member would need envs and a buffer of its own; only seeds get them.
+        raise ConfigError(f"--vmap is for offline agents; sweep {config['agent']}'s hyperparameters as separate runs")
+    batchable = batchable_keys(agent_cls.config_class)
+    if not batchable:
         raise ConfigError(
             f"--vmap: agent {config['agent']} has no batchable hyperparameters; sweep it as separate runs (scripts/sweep.py)"
         )

@@ -35,7 +35,7 @@ def state_dependent_batch(n: int = 512, seed: int = 0) -> dict[str, jax.Array]:
 def make_bc(**overrides):
     cls, config = get_agent("bc")
     config.update(hidden_dims=(64, 64), actor_lr=3e-3, **overrides)
-    return cls.create(config, state_dependent_batch(), jax.random.PRNGKey(0))
+    return cls.create(cls.config_class(**config), state_dependent_batch(), jax.random.PRNGKey(0))
 
 
 @jax.jit
@@ -76,10 +76,18 @@ def test_bc_trains_and_vmaps_its_learning_rate(small_umaze_id, tmp_path):
         assert np.isfinite(row["return_mean"])
     member = json.loads((tmp_path / "bc" / "actor_lr=0.001" / "summary.json").read_text())
     assert member["actor_lr"] == 0.001
+    from offrl.experiment import restore_run
+    from offrl.runner import run
+    from test_train import leaves
+
+    single_dir = tmp_path / "single"
+    run(tiny_config(small_umaze_id, single_dir, agent="bc", steps=200, eval_interval=200, actor_lr=0.001), progress=False)
+    for a, b in zip(leaves(restore_run(tmp_path / "bc" / "actor_lr=0.001")[0]), leaves(restore_run(single_dir)[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def run_bc(dataset: str, tmp_path):
-    from offrl.train import run
+    from offrl.runner import run
 
     config = tiny_config(dataset, tmp_path / "bc", agent="bc", steps=200, eval_interval=200, vmap="actor_lr=0.001,0.0003")
     return run(config, progress=False)

@@ -17,8 +17,8 @@ import offrl.data
 from offrl import checkpoint as ckpt
 from offrl import load_policy
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
-from offrl.train import experiment_from_meta, restore_run, run
+from offrl.experiment import experiment_from_meta, resolve, restore_run
+from offrl.runner import run
 
 from test_train import leaves, tiny_config
 
@@ -145,7 +145,7 @@ def test_resolve_config_of_a_legacy_run_is_refused_before_anything_is_written(fi
     legacy = legacy_copy(run_dir, tmp_path / "legacy")
     before = (legacy / "config.json").read_text()
     with pytest.raises(ckpt.CheckpointFormatError, match="layout before self-contained checkpoints"):
-        run(resolve_config({"resume": str(legacy), "steps": 400}), progress=False)
+        run(resolve({"resume": str(legacy), "steps": 400}), progress=False)
     assert (legacy / "config.json").read_text() == before
 
 
@@ -171,7 +171,7 @@ def test_a_run_from_before_the_vmap_state_layout_fails_in_one_line_that_says_wha
         assert main_guard(command) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {run_dir} holds checkpoints of format 2") and "\n" not in err
-        assert "one before 5826318" in err
+        assert "check out 5826318^" in err
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files, "nothing was written"
 
 

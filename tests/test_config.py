@@ -10,7 +10,7 @@ import pytest
 
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
+from offrl.experiment import resolve
 
 from offrl.cli import train as train_script
 
@@ -25,11 +25,11 @@ def test_numbers_parse_as_yaml_1_2(raw, value):
 
 
 def test_exponent_floats_reach_float_and_int_keys(tmp_path):
-    config = resolve_config({"agent": "iql-ddpg", **cfg.parse_overrides(["--actor-lr", "3e-4", "--steps", "1e3"])})
+    config = resolve({"agent": "iql-ddpg", **cfg.parse_overrides(["--actor-lr", "3e-4", "--steps", "1e3"])})
     assert config["actor_lr"] == 3e-4 and config["steps"] == 1000 and isinstance(config["steps"], int)
     preset = tmp_path / "preset.yaml"
     preset.write_text("critic_lr: 1e-3\n")
-    assert resolve_config({"agent": "iql-ddpg", "config": str(preset)})["critic_lr"] == 1e-3
+    assert resolve({"agent": "iql-ddpg", "config": str(preset)})["critic_lr"] == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -95,16 +95,54 @@ def test_default_command_trains_on_maze2d_umaze_with_the_preset():
     the README's 15-minute claim is measured at."""
     from offrl.data import dataset_family
 
-    config = resolve_config({"agent": "iql-ddpg"})
+    config = resolve({"agent": "iql-ddpg"})
     preset = cfg.load_yaml(cfg.PRESET_DIR / "iql" / "maze2d.yaml")
     assert config["dataset"] == cfg.DEFAULT_DATASET and dataset_family(cfg.DEFAULT_DATASET) == "maze2d"
     assert config["steps"] == preset["steps"] == 20_000
     assert config["actor_lr_schedule"] == "constant" and config["normalize_observations"]
-    assert resolve_config({"agent": "bc"})["steps"] == 20_000  # the bc row compares at the same budget
+    assert resolve({"agent": "bc"})["steps"] == 20_000  # the bc row compares at the same budget
 
 
 def test_valid_defaults_pass():
-    for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb"):
-        cfg.validate(resolve_config({"agent": agent}))
-    cfg.validate(resolve_config({"agent": "reinforce", "env": "CartPole-v1"}))
-    cfg.validate(resolve_config({"agent": "sr", "env": "x"}))
+    from offrl.agents import agent_config_class
+
+    for overrides in [*({"agent": agent} for agent in ("iql-awr", "iql-ddpg", "iql-dawr", "fb", "bc", "td3bc")),
+                      {"agent": "reinforce", "env": "CartPole-v1"}, {"agent": "sr", "env": "x"}]:
+        cfg.validate(resolve(overrides), agent_config_class(overrides["agent"]))
+
+
+@cfg.config_class
+class Declared:
+    rate: float = cfg.option(0.1, "a step size", gt=0, batchable=True)
+    share: float = cfg.option(0.5, "a fraction", ge=0, lt=1)
+    width: int = cfg.option(3, "a width", ge=1)
+    dims: tuple[int, ...] | None = cfg.option(None, "indices", ge=0)
+    mode: str = cfg.option("a", "a mode", choices=("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"rate": 0.0}, "config key 'rate' must be a number > 0, got 0.0 (--rate VALUE)"),
+        ({"share": 1.0}, "config key 'share' must be a number in [0, 1), got 1.0"),
+        ({"width": 2.5}, "config key 'width' must be an integer >= 1, got 2.5"),
+        ({"dims": "1,-2"}, "config key 'dims' must be a list of integers >= 0 or null, got (1, -2)"),
+        ({"mode": "c"}, "config key 'mode' must be one of a, b, got 'c'"),
+    ],
+)
+def test_a_declared_range_rejects_a_bad_value_in_one_line_naming_the_key(overrides, message):
+    """The declaration is the whole check: no table, no agent code, the same for any config class."""
+    with pytest.raises(cfg.ConfigError) as error:
+        Declared(**overrides)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_declarations_give_batchable_keys_tuples_and_the_help_notes():
+    assert cfg.batchable_keys(Declared) == ("rate",)
+    assert Declared(dims="4,5").dims == (4, 5) and Declared(dims=[1]).dims == (1,) and Declared(dims="none").dims is None
+    lines = {key.key: cfg.help_line(key) for key in cfg.describe(Declared)}
+    assert lines["rate"] == "  --rate float (default 0.1, > 0, vmap-able): a step size"
+    assert lines["share"] == "  --share float (default 0.5, in [0, 1)): a fraction"
+    assert lines["mode"] == "  --mode str (default a, one of a|b): a mode"
+    with pytest.raises(cfg.ConfigError, match="only numbers can be batched"):
+        cfg.option("a", "text", batchable=True)

@@ -83,7 +83,7 @@ def test_evaluation_policy_compiles_once_per_run() -> None:
         "terminals": np.zeros(64, np.float32),
     }
     envs = make_eval_vector_env("Pendulum-v1", 2, seed=0)
-    agent = cls.create(config, example, jax.random.PRNGKey(0))
+    agent = cls.create(cls.config_class(**config), example, jax.random.PRNGKey(0))
     state = stack_states([LoopState.initial(agent, jax.random.PRNGKey(0), 3)])
     policies_before = _compiled_policy.cache_info().currsize
     for step in (0, 1, 2):  # new weights each time, as after training between evaluations

@@ -21,8 +21,8 @@ from offrl.envs import flatten_observations
 from offrl.evaluation import evaluate_state, make_seeds_policy, run_episodes
 from offrl.loop import stack_states
 from offrl.policy import flatten, space_layout
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 from test_train import tiny_config
 
@@ -108,7 +108,7 @@ def test_exported_policy_acts_as_the_runs_evaluation_without_offrl(normalized_ru
 
 def test_discrete_actions_are_exported_as_indices(tmp_path):
     run_dir = tmp_path / "cartpole"
-    run(resolve_config({"agent": "reinforce", "env": "CartPole-v1", "steps": 2, "episodes_per_update": 2, "eval_episodes": 2,
+    run(resolve({"agent": "reinforce", "env": "CartPole-v1", "steps": 2, "episodes_per_update": 2, "eval_episodes": 2,
                         "hidden_dims": [16], "run_dir": str(run_dir), "wandb.mode": "disabled"}), progress=False)
     out = tmp_path / "export"
     assert export_script.main([str(run_dir), "--out", str(out)]) == 0

@@ -18,7 +18,9 @@ import pytest
 
 from offrl import checkpoint as ckpt
 from offrl.cli import main_guard
-from offrl.train import DatasetSource, build_experiment, restore_run, run
+from offrl.experiment import load_data, resolve, restore_run
+from offrl.runner import run
+from offrl.sources import DatasetSource
 
 from test_train import leaves, tiny_config
 
@@ -51,7 +53,7 @@ def reference(killed_run, tmp_path_factory) -> list[np.ndarray]:
     """The final state of a resume from step 200 when step 300 never existed."""
     run_dir = shutil.copytree(killed_run, tmp_path_factory.mktemp("faults") / "reference")
     shutil.rmtree(run_dir / "checkpoints" / "300")
-    run({"resume": str(run_dir)}, progress=False)
+    run(resolve({"resume": str(run_dir)}), progress=False)
     return leaves(restore_run(run_dir, data=False)[0])
 
 
@@ -122,7 +124,7 @@ def test_resume_past_a_damaged_latest_checkpoint_is_bit_identical(killed_run, re
 KILLED_WRITE = """
 import json, os, random, signal, sys, threading, time
 from offrl import checkpoint as ckpt
-from offrl.train import run
+from offrl.runner import run
 
 config, point, seed = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 save = ckpt.Checkpointer.save
@@ -252,7 +254,7 @@ def test_a_damaged_dataset_file_is_one_line_from_the_command_line_too(tmp_path):
 
 
 def test_a_batch_larger_than_the_dataset_warns_that_it_samples_with_replacement(small_umaze_id, tmp_path, capsys):
-    experiment = build_experiment(tiny_config(small_umaze_id, tmp_path / "run", batch_size=100_000))
+    experiment = load_data(tiny_config(small_umaze_id, tmp_path / "run", batch_size=100_000))
     capsys.readouterr()
     DatasetSource(experiment)
     err = capsys.readouterr().err.strip()

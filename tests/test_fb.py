@@ -5,6 +5,7 @@ import pytest
 
 from offrl.agents.fb import (
     FBAgent,
+    FBConfig,
     goal_policies,
     infer_z_from_goal,
     infer_z_from_reward_fn,
@@ -49,7 +50,7 @@ def train_gridworld_fb(layout, num_updates, loop_seed=0, **config):
     data = collect_uniform_dataset(env, num_steps=50_000, seed=0)
     buffer = ReplayBuffer.from_transitions(data)
     config = {"discrete_actions": 4, "learning_rate": 1e-3, **config}
-    agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
+    agent = FBAgent.create(FBConfig(**config), buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
     info = {}
     if num_updates:
         agent, info = train(agent, buffer, num_updates, loop_seed=loop_seed)
@@ -108,7 +109,7 @@ def test_continuous_update_and_inference_shapes():
         "terminals": jnp.zeros(n),
     }
     config = {"z_dim": 8, "batch_size": n, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "goal_dims": (0, 1)}
-    agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
+    agent = FBAgent.create(FBConfig(**config), batch, jax.random.PRNGKey(0))
     before = agent.backward.params
     agent, info = jax.jit(FBAgent.update)(agent, batch)
     assert {"critic/fb_diag", "critic/fb_offdiag", "critic/orth_diag", "critic/orth_offdiag", "actor/loss"} <= set(info)
@@ -130,7 +131,7 @@ def test_target_action_and_heads_options():
     buffer = ReplayBuffer.from_transitions(collect_uniform_dataset(env, num_steps=500, seed=0))
     batch = buffer.sample(jax.random.PRNGKey(1), 16)
     config = {"discrete_actions": 4, "z_dim": 8, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "batch_size": 16}
-    agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
+    agent = FBAgent.create(FBConfig(**config), batch, jax.random.PRNGKey(0))
     # Targets apart from the online networks, as after training.
     agent = agent.replace(target_forward_params=jax.tree_util.tree_map(lambda p: 1.5 * p + 0.1, agent.forward.params))
     z = agent._training_z(jax.random.PRNGKey(2), agent.backward_values(batch["observations"]))
@@ -143,10 +144,10 @@ def test_target_action_and_heads_options():
         next_actions = np.einsum("kiad,id->kia", chooser, np.asarray(z)).min(0).argmax(-1)
         M = np.einsum("kid,jd->kij", target_F[:, rows, next_actions], target_B)
         expected = M.min(0) if heads == "min" else M.mean(0)
-        configured = agent.replace(config=agent.config.copy({"target_action": action, "target_heads": heads}))
+        configured = agent.replace(config=agent.config.replace(target_action=action, target_heads=heads))
         np.testing.assert_allclose(configured._target_measure(batch, z, None), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="target_heads must be one of"):
-        FBAgent.create({**config, "target_heads": "max"}, batch, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="config key 'target_heads' must be one of"):
+        FBAgent.create(FBConfig(**{**config, "target_heads": "max"}), batch, jax.random.PRNGKey(0))
 
 
 def test_cosine_learning_rate_stops_updates_after_max_steps():
@@ -159,7 +160,7 @@ def test_cosine_learning_rate_stops_updates_after_max_steps():
               "learning_rate": 1e-2, "max_steps": 3}
     update = jax.jit(FBAgent.update)
     for schedule, moves_after in [("cosine", False), ("constant", True)]:
-        agent = FBAgent.create({**config, "lr_schedule": schedule}, batch, jax.random.PRNGKey(0))
+        agent = FBAgent.create(FBConfig(**{**config, "lr_schedule": schedule}), batch, jax.random.PRNGKey(0))
         first = agent.forward.params
         for _ in range(3):
             agent, _ = update(agent, batch)
@@ -169,8 +170,8 @@ def test_cosine_learning_rate_stops_updates_after_max_steps():
         leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
         assert not np.allclose(leaves(first), leaves(at_max_steps))
         assert np.allclose(leaves(at_max_steps), leaves(agent.forward.params), rtol=0, atol=0) != moves_after, schedule
-    with pytest.raises(ValueError, match="lr_schedule must be one of"):
-        FBAgent.create({**config, "lr_schedule": "linear"}, batch, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="config key 'lr_schedule' must be one of"):
+        FBAgent.create(FBConfig(**{**config, "lr_schedule": "linear"}), batch, jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("discrete", [4, None])
@@ -182,15 +183,15 @@ def test_bilinear_forward_is_affine_in_z(discrete):
              "actions": jnp.asarray(rng.integers(0, 4, size=(n, 1)) if discrete else rng.uniform(-1, 1, size=(n, 2)), jnp.float32)}
     config = {"z_dim": d, "hidden_dim": 16, "feature_dim": 16, "backward_hidden_dim": 16, "batch_size": n,
               "forward_arch": "bilinear", "bilinear_rank": 32, "discrete_actions": discrete}
-    agent = FBAgent.create(config, batch, jax.random.PRNGKey(0))
+    agent = FBAgent.create(FBConfig(**config), batch, jax.random.PRNGKey(0))
     z = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
     actions = None if discrete else batch["actions"]
     F = lambda z: np.asarray(agent.forward_values(batch["observations"], z, actions))
     assert F(z).shape == ((2, n, 4, d) if discrete else (2, n, d))
     np.testing.assert_allclose(F(2 * z) - F(0 * z), 2 * (F(z) - F(0 * z)), rtol=1e-4, atol=1e-5)
     assert not np.allclose(F(z), F(0 * z))
-    with pytest.raises(ValueError, match="forward_arch must be one of"):
-        FBAgent.create({**config, "forward_arch": "mlp"}, batch, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="config key 'forward_arch' must be one of"):
+        FBAgent.create(FBConfig(**{**config, "forward_arch": "mlp"}), batch, jax.random.PRNGKey(0))
 
 
 def test_reward_inference_of_goal_indicator_equals_goal_z():
@@ -219,7 +220,7 @@ def test_zero_shot_goal_reaching_two_rooms():
 
 def successor_measure_error(env, data, agent, goal):
     """Relative Frobenius error of F^T B rho against P (I - gamma P_pi)^-1 for pi = pi_z, z = B(goal)."""
-    gamma = float(agent.hparams["gamma"])
+    gamma = float(agent.config.gamma)
     observations = jnp.eye(env.num_states)
     z = infer_z_from_goal(agent, observations[goal])
     zs = jnp.broadcast_to(z, (env.num_states, z.shape[-1]))

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offrl.agents.fb import FBAgent
+from offrl.agents.fb import FBAgent, FBConfig
 from offrl import config as cfg
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 TINY_FB = {
     "agent": "fb",
@@ -30,18 +30,18 @@ TINY_FB = {
 
 
 def test_preset_sets_pointmaze_dims():
-    config = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1"})
+    config = resolve({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1"})
     assert list(config["policy_dims"]) == [0, 1, 2, 3]  # x, y, vx, vy
     assert len(config["goal_dims"]) == len(config["eval_goal_dims"]) == 2
     assert list(config["eval_goal_dims"]) == [4, 5]  # the goal
     assert not config["normalize_observations"]  # eval goal and B's input must share coordinates
-    maze2d = resolve_config({"agent": "fb", "dataset": "offrl/maze2d/umaze-v0"})
+    maze2d = resolve({"agent": "fb", "dataset": "offrl/maze2d/umaze-v0"})
     assert list(maze2d["goal_dims"]) == [0, 1] and maze2d["policy_dims"] is None and maze2d["eval_goal_dims"] is None
 
 
 def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id, tmp_path):
     run_dir = tmp_path / "fb"
-    summary = run(resolve_config({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
+    summary = run(resolve({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
     for field in ("return_mean", "success_rate", "normalized_score", "episodes", "steps", "updates_per_second", "wall_seconds"):
         assert field in summary, field
     assert summary["steps"] == 200 and summary["episodes"] == 2
@@ -51,7 +51,7 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id,
 
     state, experiment, step = restore_run(run_dir)
     agent = state.agent
-    assert step == 200 and agent.config["eval_goal_dims"] == (4, 5)
+    assert step == 200 and agent.config.eval_goal_dims == (4, 5)
 
     # Training is reward-free: an update on a batch whose rewards are NaN is finite and gives
     # the same networks as one on the same batch with other rewards; the rewards only feed
@@ -83,7 +83,7 @@ def test_fb_trains_reward_free_and_evaluates_zero_shot_goals(small_pointmaze_id,
     assert not np.allclose(actions[0], actions[1], atol=1e-5)
     np.testing.assert_allclose(actions[1], actions[2], atol=1e-6)  # deterministic per observation
     z = agent.eval_goal_z(jnp.asarray(observations))
-    np.testing.assert_allclose(np.linalg.norm(z, axis=-1), np.sqrt(agent.config["z_dim"]), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=-1), np.sqrt(agent.config.z_dim), rtol=1e-5)
     explicit = agent.sample_actions(jnp.asarray(observations[:1]), None, True, z=z[0])
     np.testing.assert_allclose(actions[0], np.asarray(explicit)[0], atol=1e-5)
     # The goal z is B of the goal position: B(s) of a state at that position gives the same z.
@@ -96,11 +96,11 @@ def test_dims_from_the_command_line_and_validation():
     batch = {"observations": jnp.zeros((2, 6)), "actions": jnp.zeros((2, 2))}
     small = {"z_dim": 4, "hidden_dim": 8, "feature_dim": 8, "backward_hidden_dim": 8}
     overrides = cfg.parse_overrides(["--policy_dims", "0,1,2,3", "--goal_dims", "0,1", "--eval_goal_dims=4,5"])
-    agent = FBAgent.create({**small, **overrides}, batch, jax.random.PRNGKey(0))
-    assert agent.config["policy_dims"] == (0, 1, 2, 3)
-    assert agent.config["goal_dims"] == (0, 1) and agent.config["eval_goal_dims"] == (4, 5)
+    agent = FBAgent.create(FBConfig(**{**small, **overrides}), batch, jax.random.PRNGKey(0))
+    assert agent.config.policy_dims == (0, 1, 2, 3)
+    assert agent.config.goal_dims == (0, 1) and agent.config.eval_goal_dims == (4, 5)
     with pytest.raises(ValueError, match="eval_goal_dims"):
-        FBAgent.create({**small, "goal_dims": [0, 1], "eval_goal_dims": [4]}, batch, jax.random.PRNGKey(0))
+        FBAgent.create(FBConfig(**{**small, "goal_dims": [0, 1], "eval_goal_dims": [4]}), batch, jax.random.PRNGKey(0))
 
 
 def test_zero_shot_benchmark_matches_networks_and_reports_spread():
@@ -109,8 +109,8 @@ def test_zero_shot_benchmark_matches_networks_and_reports_spread():
     from benchmarks import fb_zero_shot
 
     widths = fb_zero_shot.width_overrides(64)
-    fb = resolve_config({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1", **widths["fb"]})
-    iql = resolve_config({"agent": "iql-ddpg", "dataset": "offrl/pointmaze/umaze-v1", **widths["iql"]})
+    fb = resolve({"agent": "fb", "dataset": "offrl/pointmaze/umaze-v1", **widths["fb"]})
+    iql = resolve({"agent": "iql-ddpg", "dataset": "offrl/pointmaze/umaze-v1", **widths["iql"]})
     assert fb["hidden_dim"] == fb["feature_dim"] == fb["backward_hidden_dim"] == 64
     assert list(iql["hidden_dims"]) == [64, 64]
     stats = fb_zero_shot.episode_stats({"successes": np.array([True, False, True]), "success_steps": np.array([10, -1, 30])})

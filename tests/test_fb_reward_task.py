@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl.agents.fb import FBAgent, infer_z_from_rewards
+from offrl.agents.fb import FBAgent, FBConfig, infer_z_from_rewards
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import GridWorld, collect_uniform_dataset
 from offrl.evaluation import make_policy
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 from test_fb import TWO_ROOMS, train
 from test_fb_pointmaze import TINY_FB
 
@@ -40,7 +40,7 @@ def test_reward_task_z_matches_reward_inference_on_next_states():
     buffer = ReplayBuffer.from_transitions(data)
     config = {"discrete_actions": 4, "learning_rate": 1e-3, "z_dim": 16, "hidden_dim": 64, "feature_dim": 64,
               "backward_hidden_dim": 64, "batch_size": 128}
-    agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
+    agent = FBAgent.create(FBConfig(**config), buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
     assert not np.any(np.asarray(agent.reward_task_z()))  # no task before any update
     agent, _ = train(agent, buffer, 1000)
     z = np.asarray(agent.reward_task_z())
@@ -55,13 +55,13 @@ def test_maze2d_run_evaluates_the_dataset_reward_task(small_umaze_id, tmp_path):
     """train.py's evaluation of FB on maze2d (no goal in the observation) acts on the
     dataset's reward, close to what `evaluate.py --reward dataset` infers, not on z = 0."""
     run_dir = tmp_path / "fb"
-    run(resolve_config({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
+    run(resolve({**TINY_FB, "dataset": small_umaze_id, "run_dir": str(run_dir)}), progress=False)
     state, experiment, _ = restore_run(run_dir)
     agent, transitions = state.agent, experiment.transitions
-    assert agent.config["eval_goal_dims"] is None and agent.config["eval_task"] == "rewards"
+    assert agent.config.eval_goal_dims is None and agent.config.eval_task == "rewards"
     assert transitions.rewards.mean() > 0.01  # the fixed target is reached in the data
     z = np.asarray(agent.reward_task_z())
-    np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(agent.config["z_dim"]), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(z), np.sqrt(agent.config.z_dim), rtol=1e-5)
     # The same task as evaluate.py --reward dataset on all rows: the estimate covers the last
     # ~100 batches of 64 rows (~300 rewarded) while B still moves at 200 updates; measured 0.994.
     inferred = infer_z_from_rewards(agent, transitions.next_observations, transitions.rewards, len(transitions),
@@ -80,5 +80,5 @@ def test_maze2d_run_evaluates_the_dataset_reward_task(small_umaze_id, tmp_path):
     # A task set explicitly replaces it; eval_task "stored" acts on the stored z.
     explicit = np.asarray(agent.with_task(jnp.zeros_like(z)).sample_actions(observations, key, True))
     np.testing.assert_allclose(explicit, at_zero, atol=1e-5)
-    stored = agent.replace(config=agent.config.copy({"eval_task": "stored"}))
+    stored = agent.replace(config=agent.config.replace(eval_task="stored"))
     np.testing.assert_allclose(np.asarray(stored.sample_actions(observations, key, True)), at_zero, atol=1e-5)

@@ -14,8 +14,8 @@ import pytest
 from offrl.agents.fb import infer_z_from_goal, infer_z_from_reward_fn, infer_z_from_rewards, pointmaze_value_map, value_landscape
 from offrl.cli import main_guard
 from offrl.envs.pointmaze import MAZES, make_pointmaze_env, maze_geometry
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 from offrl.cli import evaluate as evaluate_script
 from test_fb_pointmaze import TINY_FB as POINTMAZE_FB
@@ -39,7 +39,7 @@ def near_top_left(observations):
 @pytest.fixture(scope="module")
 def fb_run(small_pointmaze_id, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("fb_zero_shot") / "fb"
-    run(resolve_config({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
+    run(resolve({**TINY_FB, "dataset": small_pointmaze_id, "run_dir": str(run_dir)}), progress=False)
     return run_dir
 
 

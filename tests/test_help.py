@@ -11,7 +11,7 @@ import pytest
 from offrl.agents import REGISTRY, agent_config_class, agent_names, get_agent
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
+from offrl.experiment import resolve
 
 from offrl.cli import train as train_script
 
@@ -27,8 +27,8 @@ def test_every_agent_key_is_declared_with_a_doc(name):
     keys = cfg.describe(agent_config_class(name), defaults)
     assert [key.key for key in keys] == list(defaults)
     assert all(key.doc and key.type for key in keys), [key.key for key in keys if not key.doc]
-    module = importlib.import_module(REGISTRY[name][0])
-    assert module.DEFAULT_CONFIG == dataclasses.asdict(module.CONFIG_CLASS())
+    cls = getattr(importlib.import_module(REGISTRY[name][0]), REGISTRY[name][1])
+    assert defaults == {**dataclasses.asdict(cls.config_class()), **REGISTRY[name][2]}
 
 
 def test_every_run_setting_is_declared_with_a_doc():
@@ -54,13 +54,15 @@ def test_help_line_shows_type_default_and_doc_and_the_default_agent_is_iql_ddpg(
     assert "agents: " + ", ".join(agent_names()) in out
     assert "iql-ddpg hyperparameters (offrl.agents.iql.IQLConfig;" in out
     # The registry override, not the module default (awr), is the agent's default.
-    assert "  --extraction str (default ddpg): " in out
-    assert "  --max_steps int (default 1000000, derived): set by the training loop" in out
-    assert "  --hidden_dims tuple[int, ...] (default 256,256): " in out
+    assert "  --extraction str (default ddpg, one of awr|ddpg|dawr): " in out
+    assert "  --max_steps int (default 1000000, >= 1, derived): set by the training loop" in out
+    assert "  --hidden_dims tuple[int, ...] (default 256,256, >= 1): " in out
+    assert "  --expectile float (default 0.7, strictly between 0 and 1, vmap-able): " in out
     assert "  --wandb.tags list[str] (default []): " in out
     assert "  --dataset str | None (default null): " in out
     td3bc = help_output(capsys, ["--agent=td3bc", "-h"])
-    assert "  --actor_lr float (default 0.0003): Adam step size of the actor\n" in td3bc
+    assert "  --actor_lr float (default 0.0003, > 0, vmap-able): Adam step size of the actor\n" in td3bc
+    assert "  --alpha float (default 2.5, > 0, vmap-able): " in td3bc
     assert "  --extraction " not in td3bc
 
 
@@ -89,7 +91,7 @@ def test_list_defaults_are_not_shared_between_instances():
 @pytest.mark.parametrize("argv", [["--actor_lr", "3e-4"], ["--actor_lr=1e-05"], ["--actor-lr=3E-4"]])
 def test_exponent_learning_rates_parse_as_floats(argv):
     expected = float(argv[-1].split("=")[-1])
-    config = resolve_config({"agent": "iql-ddpg", **cfg.parse_overrides(argv)})
+    config = resolve({"agent": "iql-ddpg", **cfg.parse_overrides(argv)})
     assert config["actor_lr"] == expected and type(config["actor_lr"]) is float
 
 

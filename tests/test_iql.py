@@ -29,7 +29,7 @@ def random_batch(n: int = 256, obs_dim: int = 6, action_dim: int = 2, seed: int 
 def make_agent(name: str, **overrides):
     cls, config = get_agent(name)
     config.update(hidden_dims=(32, 32), **overrides)
-    return cls.create(config, random_batch(), jax.random.PRNGKey(0))
+    return cls.create(cls.config_class(**config), random_batch(), jax.random.PRNGKey(0))
 
 
 def test_expectile_loss_matches_definition():
@@ -159,7 +159,7 @@ def test_dawr_update_and_sampling(tokenizer):
 
 
 def test_unknown_extraction_is_an_error():
-    with pytest.raises(ValueError, match="valid: awr, ddpg, dawr"):
+    with pytest.raises(ValueError, match="config key 'extraction' must be one of awr, ddpg, dawr"):
         make_agent("iql-awr", extraction="sac")
 
 
@@ -271,10 +271,10 @@ def test_post_update_advantage_uses_the_updated_value():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"actor_std": "learned"}, "actor_std must be one of state, parameter, bounded_parameter"),
-        ({"actor_init": "xavier"}, "actor_init must be one of glorot, orthogonal"),
-        ({"actor_advantage": "later"}, "actor_advantage must be one of pre_update, post_update"),
-        ({"actor_dropout": 1.0}, "actor_dropout must be in"),
+        ({"actor_std": "learned"}, "config key 'actor_std' must be one of state, parameter, bounded_parameter"),
+        ({"actor_init": "xavier"}, "config key 'actor_init' must be one of glorot, orthogonal"),
+        ({"actor_advantage": "later"}, "config key 'actor_advantage' must be one of pre_update, post_update"),
+        ({"actor_dropout": 1.0}, "config key 'actor_dropout' must be a number in"),
         ({"actor_log_std_min": 2.0}, "actor_log_std_min must be below actor_log_std_max"),
     ],
 )
@@ -302,7 +302,7 @@ def test_learning_rates_are_state_leaves_with_the_same_schedule(schedule):
         for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
     assert "expectile" not in agent.config and "actor_lr" not in agent.config, "values live in the state only"
-    assert float(agent.hparams["expectile"]) == pytest.approx(0.7)
+    assert float(agent.config.expectile) == pytest.approx(0.7)
 
 
 def test_td_target_bootstraps_with_discount_and_stops_at_terminals():
@@ -341,7 +341,7 @@ def train_on_bandit(name: str, expectile: float, updates: int = 2000):
     config.update(hidden_dims=(64, 64), expectile=expectile, actor_lr_schedule="constant",
                   actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, batch_size=256)
     data = bandit_batch()
-    agent = cls.create(config, data, jax.random.PRNGKey(0))
+    agent = cls.create(cls.config_class(**config), data, jax.random.PRNGKey(0))
 
     def one_update(agent, key):
         rows = jax.random.randint(key, (256,), 0, len(data["rewards"]))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from offrl.run_config import resolve_config
-from offrl.train import run
+from offrl.experiment import resolve
+from offrl.runner import run
 
 RANDOM_SUCCESS_RATE = 0.07  # the highest of 5 evaluation seeds, 30 episodes each
 
@@ -29,7 +29,7 @@ def umaze_v1_100k_id(isolated_environment) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql-awr", "iql-ddpg", "iql-dawr"])
 def test_iql_reaches_the_umaze_goals(agent, umaze_v1_100k_id, tmp_path):
-    config = resolve_config(
+    config = resolve(
         {
             "agent": agent,
             "dataset": umaze_v1_100k_id,
@@ -55,7 +55,7 @@ def test_iql_ddpg_beats_behaviour_cloning_on_maze2d_umaze(isolated_environment, 
     ensure_maze_dataset("offrl/maze2d/umaze-v0", progress=False)
     scores = {}
     for agent in ("bc", "iql-ddpg"):
-        config = resolve_config({
+        config = resolve({
             "agent": agent, "dataset": "offrl/maze2d/umaze-v0", "hidden_dims": [128, 128], "eval_episodes": 30,
             "eval_interval": 20000, "run_dir": str(tmp_path / agent), "wandb.mode": "disabled",
         })

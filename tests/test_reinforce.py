@@ -19,8 +19,8 @@ from offrl import config as cfg
 from offrl.envs.corridor import ENV_ID as CORRIDOR, OPTIMAL_RIGHT_PROBABILITY, expected_return
 from offrl.evaluation import run_episodes
 from offrl.online import env_spec, episode_rows, make_online_env, probe_env
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 from offrl.cli import evaluate as evaluate_script
 from offrl.cli import train as train_script
@@ -111,7 +111,7 @@ CORRIDOR_SETTINGS = {
 
 def test_short_corridor_reaches_the_stochastic_optimum(tmp_path):
     run_dir = tmp_path / "corridor"
-    run(resolve_config({**CORRIDOR_SETTINGS, "run_dir": str(run_dir)}), progress=False)
+    run(resolve({**CORRIDOR_SETTINGS, "run_dir": str(run_dir)}), progress=False)
     state, _, _ = restore_run(run_dir)
     observation = jnp.ones((1, 1))
     right = float(state.agent.action_probabilities(observation)[0, 1])
@@ -160,8 +160,8 @@ def test_saved_run_evaluates_to_its_summary_and_resumes_exactly(tmp_path):
     # Env resets are seeded from the checkpointed RNG, so a resumed run sees the same episodes.
     killed_dir = tmp_path / "killed"
     overrides = cfg.parse_overrides(TINY_CARTPOLE)
-    assert run(resolve_config({**overrides, "run_dir": str(killed_dir)}), stop_after=2, progress=False) == {}
-    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed_dir)}, progress=False)
+    assert run(resolve({**overrides, "run_dir": str(killed_dir)}), stop_after=2, progress=False) == {}
+    resumed = run(resolve({"resume": str(killed_dir)}), progress=False)
     assert resumed["return_mean"] == summary["return_mean"]
     full_state, _, _ = restore_run(run_dir)
     resumed_state, _, _ = restore_run(killed_dir)
@@ -193,16 +193,16 @@ def test_num_seeds_matches_single_seed_online_runs(tmp_path):
 def test_log_std_init_sets_the_initial_gaussian_std():
     """Continuous actions start with std exp(log_std_init) on every state, and it is a
     parameter the policy gradient moves; a Discrete policy has no std to set."""
-    from offrl.agents.reinforce import DEFAULT_CONFIG, ReinforceAgent
+    from offrl.agents.reinforce import ReinforceAgent, ReinforceConfig
 
     observations = jnp.array([[0.0, 0.1, -0.2, 0.3], [1.0, -1.0, 0.5, 0.0]])
     batch = {"observations": observations, "actions": jnp.zeros((2, 1))}
     for log_std in (0.0, -1.0):
-        agent = ReinforceAgent.create({**DEFAULT_CONFIG, "log_std_init": log_std}, batch, jax.random.PRNGKey(0))
+        agent = ReinforceAgent.create(ReinforceConfig(log_std_init=log_std), batch, jax.random.PRNGKey(0))
         std = agent.actor.apply_fn({"params": agent.actor.params}, observations).stddev()
         np.testing.assert_allclose(std, np.exp(log_std), rtol=1e-6)
         assert agent.actor.params["log_stds"].shape == (1,)
-    discrete = ReinforceAgent.create({**DEFAULT_CONFIG, "num_actions": 2, "log_std_init": -1.0}, batch, jax.random.PRNGKey(0))
+    discrete = ReinforceAgent.create(ReinforceConfig(num_actions=2, log_std_init=-1.0), batch, jax.random.PRNGKey(0))
     assert "log_stds" not in discrete.actor.params
 
 
@@ -243,14 +243,14 @@ def test_learned_baseline_cuts_the_policy_gradient_variance(tmp_path):
     or fitted to the wrong returns."""
     from offrl.envs import make_eval_vector_env
 
-    config = resolve_config(
+    config = resolve(
         {"agent": "reinforce", "env": "CartPole-v1", "seed": 0, "steps": BASELINE_CHECK_UPDATES,
          "eval_interval": BASELINE_CHECK_UPDATES, "eval_episodes": 1, "run_dir": str(tmp_path), "wandb.mode": "disabled"}
     )
     assert config["baseline"]
     run(config, progress=False)
     agent = restore_run(tmp_path)[0].agent
-    plain = agent.replace(value=None, config=agent.config.copy({"baseline": False}))
+    plain = agent.replace(value=None, config=agent.config.replace(baseline=False))
     spec = env_spec("CartPole-v1")
     envs = make_eval_vector_env(spec, config["episodes_per_update"], seed=0)
     capacity = config["episodes_per_update"] * probe_env(spec).max_episode_steps
@@ -267,7 +267,7 @@ def test_learned_baseline_cuts_the_policy_gradient_variance(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cartpole_preset_reaches_490(seed, tmp_path):
     """The preset alone: at most 1,000 training episodes, then 100 greedy evaluation episodes."""
-    config = resolve_config({"agent": "reinforce", "env": "CartPole-v1", "seed": seed, "run_dir": str(tmp_path), "wandb.mode": "disabled"})
+    config = resolve({"agent": "reinforce", "env": "CartPole-v1", "seed": seed, "run_dir": str(tmp_path), "wandb.mode": "disabled"})
     assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100
     summary = run(config, progress=False)
     assert summary["return_mean"] >= 490  # wall time is reported by studies/reinforce_baseline/run.py
@@ -277,7 +277,7 @@ def test_cartpole_preset_reaches_490(seed, tmp_path):
 def test_inverted_pendulum_preset_reaches_950(tmp_path):
     """The preset alone on seed 0: at most 1,000 training episodes, then 100 greedy
     evaluation episodes at gymnasium's solved threshold (studies/reinforce_baseline/log.md has all 20 seeds)."""
-    config = resolve_config(
+    config = resolve(
         {"agent": "reinforce", "env": "InvertedPendulum-v5", "seed": 0, "run_dir": str(tmp_path), "wandb.mode": "disabled"}
     )
     assert config["steps"] * config["episodes_per_update"] <= 1000 and config["eval_episodes"] == 100

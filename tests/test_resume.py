@@ -13,8 +13,8 @@ import pytest
 from offrl import checkpoint as ckpt
 from offrl import config as cfg
 from offrl.cli import main_guard
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 from test_train import TINY, leaves, tiny_config
 
@@ -56,7 +56,7 @@ def test_schedule_length_change_is_announced(small_umaze_id, tmp_path, capsys):
     run_dir = tmp_path / "cosine"
     run(tiny_config(small_umaze_id, run_dir, steps=100, **{**SETTINGS, "actor_lr_schedule": "cosine"}), progress=False)
     capsys.readouterr()
-    run(resolve_config({"resume": str(run_dir), "steps": 200}), progress=False)
+    run(resolve({"resume": str(run_dir), "steps": 200}), progress=False)
     assert "max_steps is now 200, not 100" in capsys.readouterr().out
 
 
@@ -66,7 +66,7 @@ def test_killed_run_keeps_one_row_per_step_and_the_whole_time(small_umaze_id, tm
     assert run(config, stop_after=300, progress=False) == {}
     assert train_rows(run_dir) == [100, 200, 300], "the killed process logged past its last checkpoint"
     first = ckpt.read_meta(run_dir / "checkpoints", 200)["timing"]
-    summary = run({**cfg.RUN_DEFAULTS, "resume": str(run_dir)}, progress=False)
+    summary = run(resolve({"resume": str(run_dir)}), progress=False)
     assert train_rows(run_dir) == [100, 200, 300, 400] and eval_rows(run_dir) == [100, 200, 300, 400]
     final = ckpt.read_meta(run_dir / "checkpoints", 400)["timing"]
     assert final["train_seconds"] > first["train_seconds"] > 0
@@ -107,7 +107,7 @@ def test_unchanged_and_safe_keys_are_accepted(small_umaze_id, tmp_path):
     run_dir = tmp_path / "run"
     run(tiny_config(small_umaze_id, run_dir, steps=200, **SETTINGS), progress=False)
     saved = ckpt.load_config(run_dir)
-    config = resolve_config({
+    config = resolve({
         "resume": str(run_dir), "expectile": saved["expectile"], "hidden_dims": "32,32", "batch_size": TINY["batch_size"],
         "eval_episodes": 5, "keep_checkpoints": 1, "wandb.mode": "disabled",
     })

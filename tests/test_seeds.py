@@ -16,7 +16,8 @@ import pytest
 
 from offrl import config as cfg
 from offrl.loop import stack_states
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 
 from test_train import leaves, tiny_config
 
@@ -61,7 +62,7 @@ def test_multi_seed_resume_continues_every_seed_exactly(small_umaze_id, two_seed
     killed = tmp_path / "killed"
     config = tiny_config(small_umaze_id, killed, seed=3, num_seeds=4, checkpoint_interval=100, **SETTINGS)
     assert run(config, stop_after=100, progress=False) == {}
-    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed)}, progress=False)
+    resumed = run(resolve({"resume": str(killed)}), progress=False)
     assert [row["return_mean"] for row in resumed["seeds"]] == [row["return_mean"] for row in summary["seeds"]]
     for seed in (3, 4, 5, 6):
         for a, b in zip(leaves(restore_run(killed / f"seed{seed}")[0]), leaves(restore_run(run_dir / f"seed{seed}")[0])):
@@ -73,13 +74,14 @@ SHARDED_RUN = textwrap.dedent(
     import json, sys
     import jax
     from offrl.loop import shard_seeds, stack_states
-    from offrl.train import build_experiment, run
+    from offrl.experiment import load_data
+    from offrl.runner import run
     from test_train import tiny_config
 
     assert jax.device_count() == 2, jax.devices()
     dataset, run_dir, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     config = tiny_config(dataset, run_dir, seed=3, num_seeds=4, **settings)
-    experiment = build_experiment(config)
+    experiment = load_data(config)
     batch = experiment.transitions[:256].as_dict()
     stacked = shard_seeds(stack_states([experiment.initial_state(batch, seed) for seed in (3, 4, 5, 6)]))
     devices = {len(leaf.sharding.device_set) for leaf in jax.tree_util.tree_leaves(stacked)}

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offrl.agents.sr import SRAgent
+from offrl.agents.sr import SRAgent, SRConfig
 from offrl.buffer import ReplayBuffer
 from offrl.envs.gridworld import GridWorld, collect_uniform_dataset
 
@@ -14,7 +14,7 @@ def train(agent, buffer, num_updates, seed=0):
     @jax.jit
     def run(agent, key):
         def body(agent, step_key):
-            return agent.update(buffer.sample(step_key, agent.config["batch_size"]))
+            return agent.update(buffer.sample(step_key, agent.config.batch_size))
 
         return jax.lax.scan(body, agent, jax.random.split(key, num_updates))
 
@@ -29,7 +29,7 @@ def four_rooms():
 
 
 def make_agent(buffer, **config):
-    return SRAgent.create(config, buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
+    return SRAgent.create(SRConfig(**config), buffer.sample(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(0))
 
 
 def exact_sr(P, policy, gamma):

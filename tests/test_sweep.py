@@ -13,7 +13,7 @@ import yaml
 
 from offrl import config as cfg
 from offrl import sweep as sw
-from offrl.run_config import resolve_config
+from offrl.experiment import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -94,7 +94,7 @@ def test_wandb_agent_command_line_resolves(path):
     params = sw.expand(sweep, count=1, seed=3)[-1]
     wandb_args = create_sweep_command_args({"args": {key: {"value": value} for key, value in params.items()}})["args"]
     assert wandb_args == sw.format_args(params)
-    config = resolve_config(cfg.parse_overrides(wandb_args))
+    config = resolve(cfg.parse_overrides(wandb_args))
     for key, value in params.items():
         assert config[key] == pytest.approx(value) if isinstance(value, float) else config[key] == value
 
@@ -194,7 +194,7 @@ def test_fold_grid_batches_hyperparameters_and_seeds(tmp_path):
                              "temperature": 3, "batch_size": 32, "seed": 1}
     assert member.run_dir == first.run_dir / "expectile=0.6_temperature=3.0" / "seed1"
     # What train.py runs for the process parses into a --vmap config.
-    config = resolve_config(cfg.parse_overrides(sw.format_args(first.params)))
+    config = resolve(cfg.parse_overrides(sw.format_args(first.params)))
     assert config["vmap"] == first.params["vmap"] and config["num_seeds"] == 2
 
 

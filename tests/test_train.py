@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.run_config import resolve_config
-from offrl.train import NonFiniteLossError, restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import NonFiniteLossError, run
 
 from offrl.cli import evaluate as evaluate_script
 from offrl.cli import train as train_script
@@ -27,7 +27,7 @@ TINY = {
 
 
 def tiny_config(dataset: str, run_dir: Path, **overrides) -> dict:
-    return resolve_config({"dataset": dataset, "run_dir": str(run_dir), **TINY, **overrides})
+    return resolve({"dataset": dataset, "run_dir": str(run_dir), **TINY, **overrides})
 
 
 def leaves(state) -> list[np.ndarray]:
@@ -40,7 +40,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_umaze_id, tmp_path):
     killed_dir = tmp_path / "killed"
     assert run(tiny_config(small_umaze_id, killed_dir, **settings), stop_after=300, progress=False) == {}
     assert not (killed_dir / "summary.json").exists()
-    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed_dir)}, progress=False)
+    resumed = run(resolve({"resume": str(killed_dir)}), progress=False)
     assert resumed["return_mean"] == full["return_mean"]
     full_state, _, full_step = restore_run(tmp_path / "full")
     resumed_state, _, resumed_step = restore_run(killed_dir)
@@ -85,7 +85,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(small_umaze_id, tmp_path
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "temperature": 1e6, "max_weight": float("inf")}))
     with pytest.raises(NonFiniteLossError, match=r"became non-finite at update 2\d\d") as error:
-        run({**cfg.RUN_DEFAULTS, "resume": str(run_dir)}, progress=False)
+        run(resolve({"resume": str(run_dir)}), progress=False)
     assert "actor/" in str(error.value)  # the first non-finite actor metric
     state, _, step = restore_run(run_dir)
     assert step == 200 and all(np.isfinite(leaf).all() for leaf in leaves(state.agent))

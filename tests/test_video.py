@@ -37,13 +37,13 @@ EVALUATE_VIDEO_RUN = """
 import sys
 from pathlib import Path
 from offrl.cli import evaluate
-from offrl.run_config import resolve_config
-from offrl.train import run
+from offrl.experiment import resolve
+from offrl.runner import run
 
 run_dir = Path(sys.argv[1])
 settings = {"agent": "reinforce", "env": "InvertedPendulum-v5", "steps": 1, "episodes_per_update": 1, "eval_episodes": 1,
             "hidden_dims": [8], "run_dir": str(run_dir), "wandb.mode": "disabled"}
-run(resolve_config(settings), progress=False)
+run(resolve(settings), progress=False)
 assert evaluate.main([str(run_dir), "--video", str(run_dir / "episode.gif"), "--wandb.mode", "offline"]) == 0
 """
 

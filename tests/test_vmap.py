@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from offrl import config as cfg
-from offrl.run_config import resolve_config
-from offrl.train import restore_run, run
+from offrl.experiment import resolve, restore_run
+from offrl.runner import run
 from offrl.vmap import combination_name, combinations, format_vmap, parse_vmap
 
 from test_train import leaves, tiny_config
@@ -44,7 +44,7 @@ def test_members_equal_single_runs(small_umaze_id, grid_run, tmp_path, expectile
     batched_state, _, step = restore_run(member_dir(run_dir, expectile, actor_lr, seed))
     single_state, _, single_step = restore_run(single_dir)
     assert step == single_step == 200
-    assert float(batched_state.agent.hparams["expectile"]) == pytest.approx(expectile)
+    assert float(batched_state.agent.config.expectile) == pytest.approx(expectile)
     for a, b in zip(leaves(batched_state), leaves(single_state)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -91,8 +91,8 @@ def test_grid_resume_continues_every_member_exactly(small_umaze_id, grid_run, tm
     config = tiny_config(small_umaze_id, killed, vmap=GRID, checkpoint_interval=100, **SETTINGS)
     assert run(config, stop_after=100, progress=False) == {}
     with pytest.raises(cfg.ConfigError, match="--steps 50 is below step 100"):
-        run({**cfg.RUN_DEFAULTS, "resume": str(killed), "steps": 50}, progress=False)
-    resumed = run({**cfg.RUN_DEFAULTS, "resume": str(killed)}, progress=False)
+        run(resolve({"resume": str(killed), "steps": 50}), progress=False)
+    resumed = run(resolve({"resume": str(killed)}), progress=False)
     assert [row["return_mean"] for row in resumed["combinations"]] == [row["return_mean"] for row in summary["combinations"]]
     for combination in combinations(parse_vmap(GRID)):
         for seed in (3, 4):
@@ -123,14 +123,9 @@ def test_unbatchable_keys_are_refused(small_umaze_id, tmp_path, agent, vmap, mes
 
 
 def test_online_agents_refuse_vmap(tmp_path):
-    config = resolve_online(tmp_path)
     with pytest.raises(cfg.ConfigError, match="--vmap is for offline agents"):
-        run(config, progress=False)
-
-
-def resolve_online(tmp_path):
-    return resolve_config({"agent": "reinforce", "env": "CartPole-v1", "run_dir": str(tmp_path / "r"),
-                           "vmap": "discount=0.9,0.99", "wandb.mode": "disabled"})
+        resolve({"agent": "reinforce", "env": "CartPole-v1", "run_dir": str(tmp_path / "r"),
+                 "vmap": "discount=0.9,0.99", "wandb.mode": "disabled"})
 
 
 def test_parse_vmap_forms():
@@ -148,7 +143,7 @@ def test_parse_vmap_forms():
 
 
 def fb_config(dataset: str, run_dir, **overrides) -> dict:
-    return resolve_config({"agent": "fb", "dataset": dataset, "run_dir": str(run_dir), "steps": 100, "eval_interval": 100,
+    return resolve({"agent": "fb", "dataset": dataset, "run_dir": str(run_dir), "steps": 100, "eval_interval": 100,
                            "z_dim": 8, "hidden_dim": 32, "feature_dim": 32, "backward_hidden_dim": 32, "batch_size": 64,
                            "updates_per_call": 50, "eval_episodes": 3, "wandb.mode": "disabled", **overrides})
 

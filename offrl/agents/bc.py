@@ -12,7 +12,6 @@ as the peers ship them:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -21,65 +20,57 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from offrl.config import option, run_steps
+from offrl.config import config_class, option, run_steps
 from offrl.losses import squared_action_error, weighted_log_likelihood_loss
 from offrl.networks import Policy, adam_optimizer, apply
 
-POLICIES = ("gaussian", "deterministic")
 
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class BCConfig:
     """The hyperparameters of behaviour cloning (the losses: the module docstring)."""
 
-    policy_head: str = option("gaussian", "gaussian (log-likelihood, acts on its mean) | deterministic (tanh output, squared error)")
-    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the policy")
-    actor_lr: float = option(3e-4, "Adam step size of the policy")
-    actor_lr_schedule: str = option("constant", "cosine | constant; cosine decays to 0 over max_steps")
-    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
-    batch_size: int = option(256, "dataset rows per update")
+    policy_head: str = option(
+        "gaussian", "gaussian (log-likelihood, acts on its mean) | deterministic (tanh output, squared error)",
+        choices=("gaussian", "deterministic"),
+    )
+    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the policy", ge=1)
+    actor_lr: float = option(3e-4, "Adam step size of the policy", gt=0, batchable=True)
+    actor_lr_schedule: str = option("constant", "cosine decays to 0 over max_steps", choices=("cosine", "constant"))
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", ge=1, derive=run_steps)
+    batch_size: int = option(256, "dataset rows per update", ge=1)
     actor_log_std_min: float = option(-5.0, "lower bound of the Gaussian's log std")
     actor_log_std_max: float = option(2.0, "upper bound of the Gaussian's log std")
 
 
-CONFIG_CLASS = BCConfig
-DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(BCConfig())
-
-
 class BCAgent(flax.struct.PyTreeNode):
     actor: TrainState
-    config: Any = flax.struct.field(pytree_node=False)
-    # The learning rate lives in the optimizer state, so --vmap can batch it.
-    batchable_hparams = ("actor_lr",)
+    config: BCConfig  # actor_lr is batchable: the optimizer state holds it as an array (--vmap)
+    config_class = BCConfig
 
     @classmethod
-    def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> BCAgent:
-        config = flax.core.FrozenDict({**config, "hidden_dims": tuple(config["hidden_dims"])})
-        if config["policy_head"] not in POLICIES:
-            raise ValueError(f"bc config key 'policy_head' must be one of {', '.join(POLICIES)}, got {config['policy_head']!r}")
-        if config["actor_log_std_min"] >= config["actor_log_std_max"]:
+    def create(cls, config: BCConfig, example_batch: dict[str, jax.Array], key: jax.Array) -> BCAgent:
+        if config.actor_log_std_min >= config.actor_log_std_max:
             raise ValueError("bc config key 'actor_log_std_min' must be below actor_log_std_max")
         observations = example_batch["observations"][:1]
         action_dim = example_batch["actions"].shape[-1]
         net = Policy(
-            config["hidden_dims"],
+            config.hidden_dims,
             action_dim,
-            config["policy_head"],
-            log_std_min=config["actor_log_std_min"],
-            log_std_max=config["actor_log_std_max"],
+            config.policy_head,
+            log_std_min=config.actor_log_std_min,
+            log_std_max=config.actor_log_std_max,
             std_parametrization="parameter",
         )
         actor = TrainState.create(
             apply_fn=net.apply,
             params=net.init(key, observations)["params"],
-            tx=adam_optimizer(config["actor_lr"], config["actor_lr_schedule"], config["max_steps"]),
+            tx=adam_optimizer(config.actor_lr, config.actor_lr_schedule, config.max_steps),
         )
-        static = {name: value for name, value in config.items() if name not in cls.batchable_hparams}
-        return cls(actor=actor, config=flax.core.FrozenDict(static))
+        return cls(actor=actor, config=config)
 
     def loss(self, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
         output = apply(self.actor, batch["observations"], params=params)
-        if self.config["policy_head"] == "gaussian":
+        if self.config.policy_head == "gaussian":
             loss, info = weighted_log_likelihood_loss(output, batch["actions"], jnp.ones(()))
             return loss, {"actor/loss": loss, "actor/log_prob": info["actor/log_prob"], "actor/policy_std": output.stddev().mean()}
         mse = squared_action_error(jnp.tanh(output), batch["actions"])
@@ -93,7 +84,7 @@ class BCAgent(flax.struct.PyTreeNode):
     @functools.partial(jax.jit, static_argnames=("deterministic",))
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
         output = self.actor.apply_fn({"params": self.actor.params}, observations)
-        if self.config["policy_head"] == "deterministic":
+        if self.config.policy_head == "deterministic":
             return jnp.tanh(output)
         actions = output.mode() if deterministic else output.sample(seed=key)
         return jnp.clip(actions, -1.0, 1.0)

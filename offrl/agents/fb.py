@@ -84,7 +84,6 @@ actor are trained reward-free whatever the dataset holds; they only feed `reward
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -96,7 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from offrl.config import option, run_steps
+from offrl.config import config_class, option, run_steps
 from offrl.networks import adam_optimizer, default_init, polyak_update
 from offrl.transitions import normalize_observations
 
@@ -104,64 +103,60 @@ if TYPE_CHECKING:
     from offrl.envs.pointmaze import MazeGeometry
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class FBConfig:
     """The hyperparameters (the losses they enter: the module docstring)."""
 
-    z_dim: int = option(50, "dimension d of the task vectors z and of B's output")
-    batch_size: int = option(1024, "dataset transitions per update")
-    learning_rate: float = option(1e-4, "Adam step size of F, B and the actor")
+    z_dim: int = option(50, "dimension d of the task vectors z and of B's output", ge=1)
+    batch_size: int = option(1024, "dataset transitions per update", ge=1)
+    learning_rate: float = option(1e-4, "Adam step size of F, B and the actor", gt=0, batchable=True)
     lr_schedule: str = option(
-        "constant", "constant | cosine: the learning rate decays to 0 over max_steps, so late updates stop moving F"
+        "constant", "cosine: the learning rate decays to 0 over max_steps, so late updates stop moving F",
+        choices=("constant", "cosine"),
     )
-    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
-    tau: float = option(0.01, "Polyak rate of the target F and B")
-    gamma: float = option(0.98, "discount of the successor measure")
-    hidden_dim: int = option(256, "width of F's and the actor's MLPs; the paper uses 1024; 256 keeps CPU runs practical")
-    feature_dim: int = option(256, "width of F's and the actor's (s, a) and (s, z) embeddings")
-    backward_hidden_dim: int = option(256, "width of B's MLP")
-    ortho_coef: float = option(1.0, "weight of B's orthonormality loss")
-    mix_ratio: float = option(0.5, "fraction of the batch whose z is the normalised B of dataset states (goal z's)")
-    actor_noise: float = option(0.2, "std of the Gaussian noise on the actor's actions fed to F and in sampled actions (continuous)")
-    actor_noise_clip: float = option(0.3, "that noise is clipped to +- this")
-    discrete_actions: int | None = option(None, "number of actions for the discrete (greedy) variant; null: continuous")
-    goal_dims: tuple[int, ...] | None = option(None, "indices of the observation B sees; null: all of it")
-    policy_dims: tuple[int, ...] | None = option(None, "indices of the observation F and the actor see; null: all of it")
+    max_steps: int = option(1_000_000, "set by the training loop to the run's number of updates (--steps)", ge=1, derive=run_steps)
+    tau: float = option(0.01, "Polyak rate of the target F and B", ge=0, le=1, batchable=True)
+    gamma: float = option(0.98, "discount of the successor measure", ge=0, le=1, batchable=True)
+    hidden_dim: int = option(256, "width of F's and the actor's MLPs; the paper uses 1024; 256 keeps CPU runs practical", ge=1)
+    feature_dim: int = option(256, "width of F's and the actor's (s, a) and (s, z) embeddings", ge=1)
+    backward_hidden_dim: int = option(256, "width of B's MLP", ge=1)
+    ortho_coef: float = option(1.0, "weight of B's orthonormality loss", ge=0, batchable=True)
+    mix_ratio: float = option(
+        0.5, "fraction of the batch whose z is the normalised B of dataset states (goal z's)", ge=0, le=1, batchable=True
+    )
+    actor_noise: float = option(
+        0.2, "std of the Gaussian noise on the actor's actions fed to F and in sampled actions (continuous)", ge=0, batchable=True
+    )
+    actor_noise_clip: float = option(0.3, "that noise is clipped to +- this", ge=0, batchable=True)
+    discrete_actions: int | None = option(None, "number of actions for the discrete (greedy) variant; null: continuous", ge=1)
+    goal_dims: tuple[int, ...] | None = option(None, "indices of the observation B sees; null: all of it", ge=0)
+    policy_dims: tuple[int, ...] | None = option(None, "indices of the observation F and the actor see; null: all of it", ge=0)
     eval_goal_dims: tuple[int, ...] | None = option(
-        None, "where sample_actions (no z) reads the goal; null: act on eval_task"
+        None, "where sample_actions (no z) reads the goal; null: act on eval_task", ge=0
     )
     eval_task: str = option(
-        "rewards", "no z, no eval_goal_dims: rewards (dataset reward's z, reward_z) | stored (z)"
+        "rewards", "no z, no eval_goal_dims: rewards (dataset reward's z, reward_z) | stored (z)", choices=("rewards", "stored")
     )
     reward_z_decay: float = option(
-        0.99, "EMA decay of reward_z over batches: about 1 / (1 - decay) batches averaged"
+        0.99, "EMA decay of reward_z over batches: about 1 / (1 - decay) batches averaged", ge=0, lt=1, batchable=True
     )
-    exploration_epsilon: float = option(0.2, "discrete variant, non-deterministic sample_actions: random action rate")
-    target_action: str = option("target", "discrete variant: greedy next action from the target | online F")
-    target_heads: str = option("min", "min | mean of the twin target heads")
-    forward_arch: str = option("concat", "concat (controllable_agent's F) | bilinear (linear in z per (s, a))")
-    bilinear_rank: int = option(512, "width of the elementwise product in the bilinear F")
+    exploration_epsilon: float = option(
+        0.2, "discrete variant, non-deterministic sample_actions: random action rate", ge=0, le=1
+    )
+    target_action: str = option(
+        "target", "discrete variant: greedy next action from the target | online F", choices=("target", "online")
+    )
+    target_heads: str = option("min", "of the twin target heads", choices=("min", "mean"))
+    forward_arch: str = option(
+        "concat", "concat (controllable_agent's F) | bilinear (linear in z per (s, a))", choices=("concat", "bilinear")
+    )
+    bilinear_rank: int = option(512, "width of the elementwise product in the bilinear F", ge=1)
     actor_arch: str = option(
-        "embeddings", "embeddings (controllable_agent's: s and (s, z) embeddings, then an MLP) | mlp (one MLP of (s, z), a third of the cost)"
+        "embeddings",
+        "embeddings (controllable_agent's: s and (s, z) embeddings, then an MLP) | mlp (one MLP of (s, z), a third of the cost)",
+        choices=("embeddings", "mlp"),
     )
 
-
-# The registry, offrl.config and this module's code read the config as a flat dict.
-CONFIG_CLASS = FBConfig
-DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(FBConfig())
-
-# Numeric hyperparameters are arrays in the agent state (`FBAgent.hparams`; the learning rate
-# in the optimizer states), not static config, so `--vmap` can batch them like seeds.
-LOSS_HPARAMS = ("gamma", "tau", "ortho_coef", "mix_ratio", "actor_noise", "actor_noise_clip", "reward_z_decay")
-
-CHOICES = {
-    "target_action": ("target", "online"),
-    "target_heads": ("min", "mean"),
-    "forward_arch": ("concat", "bilinear"),
-    "eval_task": ("rewards", "stored"),
-    "lr_schedule": ("constant", "cosine"),
-    "actor_arch": ("embeddings", "mlp"),
-}
 
 Batch = dict[str, jax.Array]
 
@@ -293,37 +288,18 @@ class MLPActor(nn.Module):
         return nn.Dense(self.action_dim, kernel_init=default_init())(x)
 
 
-DIM_KEYS = ("goal_dims", "policy_dims", "eval_goal_dims")
-
-
-def parse_dims(value: Any) -> tuple[int, ...] | None:
-    """None, an int, a sequence of ints or a comma-separated string ("4,5") as a tuple.
-
-    No "a:b" ranges: YAML (and so `--goal_dims 4:8`) reads that as the base-60 number 248."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().strip("()[]")
-        if not text or text.lower() == "none":
-            return None
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    if isinstance(value, int):
-        return (value,)
-    return tuple(int(i) for i in value)
-
-
 def _select(observations: jax.Array, dims: tuple[int, ...] | None) -> jax.Array:
     return observations if dims is None else observations[..., jnp.asarray(dims)]
 
 
 def goal_inputs(observations: jax.Array, config: Any) -> jax.Array:
     """The part of the observation B sees (`goal_dims`)."""
-    return _select(observations, config["goal_dims"])
+    return _select(observations, config.goal_dims)
 
 
 def policy_inputs(observations: jax.Array, config: Any) -> jax.Array:
     """The part of the observation F and the actor see (`policy_dims`)."""
-    return _select(observations, config["policy_dims"])
+    return _select(observations, config.policy_dims)
 
 
 def sample_z(key: jax.Array, batch_size: int, z_dim: int) -> jax.Array:
@@ -385,61 +361,46 @@ class FBAgent(flax.struct.PyTreeNode):
     actor: TrainState | None
     z: jax.Array  # zeros until with_task
     reward_z: jax.Array  # EMA of batch means of r B(s'), unnormalised: the dataset-reward task
-    hparams: dict[str, jax.Array]  # LOSS_HPARAMS as float32 scalars
-    config: Any = flax.struct.field(pytree_node=False)  # without LOSS_HPARAMS and learning_rate
-    # Config keys --vmap may batch: they change values, never shapes or code paths.
-    batchable_hparams = LOSS_HPARAMS + ("learning_rate",)
+    config: FBConfig  # batchable fields are leaves: arrays under --vmap
+    config_class = FBConfig
 
     @classmethod
-    def create(cls, config: dict, example_batch: Batch, key: jax.Array) -> FBAgent:
-        config = dict({**DEFAULT_CONFIG, **config})
-        for name in DIM_KEYS:
-            config[name] = parse_dims(config[name])
-        for name, choices in CHOICES.items():
-            if config[name] not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {config[name]!r}")
-        if not 0.0 <= float(config["reward_z_decay"]) < 1.0:
-            raise ValueError(f"reward_z_decay must be in [0, 1), got {config['reward_z_decay']!r}")
-        if config["target_action"] == "online" and not config["discrete_actions"]:
+    def create(cls, config: FBConfig, example_batch: Batch, key: jax.Array) -> FBAgent:
+        if config.target_action == "online" and not config.discrete_actions:
             raise ValueError("target_action='online' is for the discrete variant; continuous next actions come from the actor")
-        if config["eval_goal_dims"] is not None:
-            goal_width = len(config["goal_dims"]) if config["goal_dims"] is not None else example_batch["observations"].shape[-1]
-            if len(config["eval_goal_dims"]) != goal_width:
+        if config.eval_goal_dims is not None:
+            goal_width = len(config.goal_dims) if config.goal_dims is not None else example_batch["observations"].shape[-1]
+            if len(config.eval_goal_dims) != goal_width:
                 raise ValueError(
-                    f"eval_goal_dims {config['eval_goal_dims']} must have as many dims as B's input ({goal_width}: goal_dims {config['goal_dims']})"
+                    f"eval_goal_dims {config.eval_goal_dims} must have as many dims as B's input ({goal_width}: goal_dims {config.goal_dims})"
                 )
-        hparams = {key: jnp.asarray(config[key], jnp.float32) for key in LOSS_HPARAMS}
-        learning_rate = config["learning_rate"]
-        # The numeric values leave the static config, so no code can read a compiled-in copy
-        # that would be wrong for the other members of a --vmap batch.
-        config = flax.core.FrozenDict({key: value for key, value in config.items() if key not in cls.batchable_hparams})
-        d = config["z_dim"]
-        discrete = config["discrete_actions"]
+        d = config.z_dim
+        discrete = config.discrete_actions
         observations = jnp.asarray(example_batch["observations"][:1])
         z = jnp.zeros((1, d))
         forward_key, backward_key, actor_key, rng = jax.random.split(key, 4)
 
-        if config["forward_arch"] == "bilinear":
-            forward_def = BilinearForwardNetwork(d, config["hidden_dim"], config["feature_dim"], discrete, config["bilinear_rank"])
+        if config.forward_arch == "bilinear":
+            forward_def = BilinearForwardNetwork(d, config.hidden_dim, config.feature_dim, discrete, config.bilinear_rank)
         else:
-            forward_def = ForwardNetwork(d, config["hidden_dim"], config["feature_dim"], discrete)
+            forward_def = ForwardNetwork(d, config.hidden_dim, config.feature_dim, discrete)
         policy_observations = policy_inputs(observations, config)
         forward_inputs = (policy_observations, z) if discrete else (policy_observations, z, jnp.asarray(example_batch["actions"][:1]))
         forward_params = forward_def.init(forward_key, *forward_inputs)["params"]
-        backward_def = BackwardNetwork(d, config["backward_hidden_dim"])
+        backward_def = BackwardNetwork(d, config.backward_hidden_dim)
         backward_params = backward_def.init(backward_key, goal_inputs(observations, config))["params"]
 
         def make_state(module: nn.Module, params: Any) -> TrainState:
-            tx = adam_optimizer(learning_rate, config["lr_schedule"], config["max_steps"])
+            tx = adam_optimizer(config.learning_rate, config.lr_schedule, config.max_steps)
             return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
         actor = None
         if not discrete:
             action_dim = example_batch["actions"].shape[-1]
-            if config["actor_arch"] == "mlp":
-                actor_def = MLPActor(action_dim, config["hidden_dim"])
+            if config.actor_arch == "mlp":
+                actor_def = MLPActor(action_dim, config.hidden_dim)
             else:
-                actor_def = Actor(action_dim, config["hidden_dim"], config["feature_dim"])
+                actor_def = Actor(action_dim, config.hidden_dim, config.feature_dim)
             actor = make_state(actor_def, actor_def.init(actor_key, policy_observations, z)["params"])
         return cls(
             rng=rng,
@@ -450,7 +411,6 @@ class FBAgent(flax.struct.PyTreeNode):
             actor=actor,
             z=jnp.zeros((d,)),
             reward_z=jnp.zeros((d,)),
-            hparams=hparams,
             config=config,
         )
 
@@ -461,7 +421,7 @@ class FBAgent(flax.struct.PyTreeNode):
         (of full observations: the `policy_dims` slice is taken here)."""
         params = self.forward.params if params is None else params
         observations = policy_inputs(observations, self.config)
-        if self.config["discrete_actions"]:
+        if self.config.discrete_actions:
             return self.forward.apply_fn({"params": params}, observations, z)
         return self.forward.apply_fn({"params": params}, observations, z, actions)
 
@@ -479,9 +439,9 @@ class FBAgent(flax.struct.PyTreeNode):
         """tanh(mu(s, z)) plus clipped Gaussian noise, clipped to [-1, 1] (continuous)."""
         mean = self.actor_mean(observations, z, params)
         noise = jnp.clip(
-            self.hparams["actor_noise"] * jax.random.normal(key, mean.shape),
-            -self.hparams["actor_noise_clip"],
-            self.hparams["actor_noise_clip"],
+            self.config.actor_noise * jax.random.normal(key, mean.shape),
+            -self.config.actor_noise_clip,
+            self.config.actor_noise_clip,
         )
         return jnp.clip(mean + noise, -1.0, 1.0)
 
@@ -494,22 +454,22 @@ class FBAgent(flax.struct.PyTreeNode):
         n, d = dataset_B.shape
         z = sample_z(sphere_key, n, d)
         from_data = jax.random.permutation(perm_key, jax.lax.stop_gradient(dataset_B))
-        use_data = jax.random.uniform(mix_key, (n, 1)) < self.hparams["mix_ratio"]
+        use_data = jax.random.uniform(mix_key, (n, 1)) < self.config.mix_ratio
         return jnp.where(use_data, from_data, z)
 
     def _target_measure(self, batch: Batch, z: jax.Array, key: jax.Array) -> jax.Array:
         """min (or mean) over target heads of target_F(s', a', z)^T target_B(s'_j): [N, N]."""
         next_obs = batch["next_observations"]
-        if self.config["discrete_actions"]:
+        if self.config.discrete_actions:
             target_F = self.forward_values(next_obs, z, params=self.target_forward_params)
-            select_F = self.forward_values(next_obs, z) if self.config["target_action"] == "online" else target_F
+            select_F = self.forward_values(next_obs, z) if self.config.target_action == "online" else target_F
             next_actions = greedy_actions(select_F, z)
             target_F = forward_at_actions(target_F, next_actions)
         else:
             next_actions = self._policy_actions(next_obs, z, key)
             target_F = self.forward_values(next_obs, z, next_actions, params=self.target_forward_params)
         target_B = self.backward_values(next_obs, params=self.target_backward_params)
-        reduce_heads = jnp.mean if self.config["target_heads"] == "mean" else jnp.min
+        reduce_heads = jnp.mean if self.config.target_heads == "mean" else jnp.min
         return reduce_heads(jnp.einsum("kid,jd->kij", target_F, target_B), axis=0)
 
     def fb_loss(
@@ -518,13 +478,13 @@ class FBAgent(flax.struct.PyTreeNode):
         """The loss and logged metrics, given B(s') of the batch (its gradient flows back to B's
         parameters in `update`)."""
         F = self.forward_values(batch["observations"], z, batch["actions"], params=forward_params)
-        if self.config["discrete_actions"]:
+        if self.config.discrete_actions:
             actions = batch["actions"][:, 0].astype(jnp.int32)
             F = forward_at_actions(F, actions)
-        discounts = self.hparams["gamma"] * (1.0 - batch["terminals"])
+        discounts = self.config.gamma * (1.0 - batch["terminals"])
         fb, fb_info = measure_loss(F, B, target_M, discounts)
         orth, orth_info = orthonormality_loss(B)
-        loss = fb + self.hparams["ortho_coef"] * orth
+        loss = fb + self.config.ortho_coef * orth
         return loss, {"critic/fb_loss": fb, "critic/orth_loss": orth, **fb_info, **orth_info}
 
     def actor_loss(self, actor_params: Any, observations: jax.Array, z: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
@@ -547,7 +507,7 @@ class FBAgent(flax.struct.PyTreeNode):
         # Rewards are received at s' (r(s, a, s')) and B is trained on s', as in
         # infer_z_from_rewards on next observations; no centring, as its default.
         batch_reward_z = jnp.mean(batch["rewards"].reshape(-1, 1) * jax.lax.stop_gradient(B), axis=0)
-        decay = self.hparams["reward_z_decay"]
+        decay = self.config.reward_z_decay
         agent = self.replace(
             reward_z=decay * self.reward_z + (1.0 - decay) * batch_reward_z,
             rng=rng,
@@ -559,7 +519,7 @@ class FBAgent(flax.struct.PyTreeNode):
             actor_grads, actor_info = jax.grad(agent.actor_loss, has_aux=True)(agent.actor.params, batch["observations"], z, actor_key)
             agent = agent.replace(actor=agent.actor.apply_gradients(grads=actor_grads))
             info.update(actor_info)
-        tau = self.hparams["tau"]
+        tau = self.config.tau
         agent = agent.replace(
             target_forward_params=polyak_update(agent.forward.params, agent.target_forward_params, tau),
             target_backward_params=polyak_update(agent.backward.params, agent.target_backward_params, tau),
@@ -576,12 +536,12 @@ class FBAgent(flax.struct.PyTreeNode):
         or on the dataset's reward instead of z."""
         return self.replace(
             z=jnp.asarray(z, jnp.float32).reshape(self.z.shape),
-            config=self.config.copy({"eval_goal_dims": None, "eval_task": "stored"}),
+            config=self.config.replace(eval_goal_dims=None, eval_task="stored"),
         )
 
     def reward_task_z(self) -> jax.Array:
         """The dataset-reward task's z: `reward_z` on the sphere (zeros before any update)."""
-        return project_to_sphere(self.reward_z, math.sqrt(self.config["z_dim"]))
+        return project_to_sphere(self.reward_z, math.sqrt(self.config.z_dim))
 
     def q_values(self, observations: jax.Array, z: jax.Array) -> jax.Array:
         """min_k F_k(s, a, z)^T z for every action: [..., A] (discrete variant only)."""
@@ -592,16 +552,16 @@ class FBAgent(flax.struct.PyTreeNode):
         """V_z(s) = min_k F_k(s, pi_z(s), z)^T z with the deterministic policy: [...]."""
         z = jnp.asarray(z, jnp.float32)
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
-        if self.config["discrete_actions"]:
+        if self.config.discrete_actions:
             return jnp.max(self.q_values(observations, z), axis=-1)
         F = self.forward_values(observations, z, self.actor_mean(observations, z))
         return jnp.min(jnp.einsum("k...d,...d->k...", F, z), axis=0)
 
     def eval_goal_z(self, observations: jax.Array) -> jax.Array:
         """z = B(goal) per row, the goal read from `observations[..., eval_goal_dims]`."""
-        goals = _select(observations, self.config["eval_goal_dims"])
+        goals = _select(observations, self.config.eval_goal_dims)
         z = self.backward.apply_fn({"params": self.backward.params}, goals)
-        return project_to_sphere(z, math.sqrt(self.config["z_dim"]))
+        return project_to_sphere(z, math.sqrt(self.config.z_dim))
 
     def sample_actions(self, observations: jax.Array, key: jax.Array, deterministic: bool = False, z: jax.Array | None = None) -> jax.Array:
         """pi_z(s). Discrete: int32 indices, epsilon-greedy unless deterministic.
@@ -609,19 +569,19 @@ class FBAgent(flax.struct.PyTreeNode):
 
         Without z: z = B(goal) of each row's own goal when `eval_goal_dims` is set, else
         the dataset-reward task (`eval_task` "rewards") or the stored `z` ("stored")."""
-        if z is None and self.config["eval_goal_dims"] is not None:
+        if z is None and self.config.eval_goal_dims is not None:
             z = self.eval_goal_z(observations)
         if z is None:
-            z = self.reward_task_z() if self.config["eval_task"] == "rewards" else self.z
+            z = self.reward_task_z() if self.config.eval_task == "rewards" else self.z
         z = jnp.asarray(z, jnp.float32)
         z = jnp.broadcast_to(z, (*observations.shape[:-1], z.shape[-1]))
-        if self.config["discrete_actions"]:
+        if self.config.discrete_actions:
             greedy = jnp.argmax(self.q_values(observations, z), axis=-1).astype(jnp.int32)
             if deterministic:
                 return greedy
             explore_key, action_key = jax.random.split(key)
-            explore = jax.random.uniform(explore_key, greedy.shape) < self.config["exploration_epsilon"]
-            random = jax.random.randint(action_key, greedy.shape, 0, self.config["discrete_actions"])
+            explore = jax.random.uniform(explore_key, greedy.shape) < self.config.exploration_epsilon
+            random = jax.random.randint(action_key, greedy.shape, 0, self.config.discrete_actions)
             return jnp.where(explore, random, greedy)
         if deterministic:
             return self.actor_mean(observations, z)
@@ -645,7 +605,7 @@ def goal_observation(agent: FBAgent, goal: Sequence[float], obs_dim: int) -> np.
     """A raw observation holding `goal` in the dims B reads (`goal_dims`; all of them when
     None) and zeros elsewhere, which B never sees: `goal` is in B's input coordinates
     (pointmaze: the ball's x, y)."""
-    dims = agent.config["goal_dims"] or tuple(range(obs_dim))
+    dims = agent.config.goal_dims or tuple(range(obs_dim))
     if len(goal) != len(dims):
         raise ValueError(f"the goal has {len(goal)} values but B reads {len(dims)} observation dims (goal_dims {list(dims)})")
     observation = np.zeros(obs_dim, np.float32)
@@ -658,7 +618,7 @@ def infer_z_from_goal(
 ) -> jax.Array:
     """z = B(g) on the sphere: pi_z then maximises the discounted occupancy of g."""
     goal = _agent_inputs(goal_observation, obs_mean, obs_std)
-    return project_to_sphere(agent.backward_values(goal), math.sqrt(agent.config["z_dim"]))
+    return project_to_sphere(agent.backward_values(goal), math.sqrt(agent.config.z_dim))
 
 
 def goal_policies(agent: FBAgent, goal_observations: jax.Array, observations: jax.Array) -> jax.Array:
@@ -705,7 +665,7 @@ def infer_z_from_rewards(
     if center:
         rewards = rewards - rewards.mean()
     z = jnp.mean(rewards[:, None] * agent.backward_values(observations), axis=0)
-    return project_to_sphere(z, math.sqrt(agent.config["z_dim"]))
+    return project_to_sphere(z, math.sqrt(agent.config.z_dim))
 
 
 def infer_z_from_reward_fn(
@@ -794,7 +754,7 @@ def pointmaze_value_map(
             raise ValueError("the maze has no single goal cell to infer z from; give z")
         goal_xy = maze.goal_xy
         z = infer_z_from_goal(agent, maze.observation_at(goal_xy), obs_mean, obs_std)
-    elif goal is not None and tuple(agent.config["goal_dims"] or ()) in maze.position_dims:
+    elif goal is not None and tuple(agent.config.goal_dims or ()) in maze.position_dims:
         goal_xy = np.asarray(goal)
     values, extent = value_landscape(
         agent, z, maze.base_observation, maze.free_cells, maze.position_dims, maze.cell_size, obs_mean=obs_mean, obs_std=obs_std

@@ -2,7 +2,7 @@
 value landscape of a task over the run's maze, with its figure.
 
 `scripts/evaluate.py` (--goal, --reward, --value-map), `benchmarks/fb_zero_shot.py` and the
-FB notebook use these on a restored run (`offrl.train.restore_run`); the inference itself
+FB notebook use these on a restored run (`offrl.experiment.restore_run`); the inference itself
 (`infer_z_from_goal`, `infer_z_from_rewards`, `pointmaze_value_map`) is `offrl.agents.fb`'s.
 Errors are `ConfigError`s naming the evaluate.py option they come from.
 """
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from offrl.loop import LoopState
-    from offrl.train import Experiment
+    from offrl.experiment import Experiment
     from offrl.transitions import Transitions
 
 

@@ -22,7 +22,6 @@ Returns are computed in the loss from the buffer's `rewards`, `terminals` and
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,7 +34,7 @@ from flax.training.train_state import TrainState
 from gymnasium import spaces
 
 from offrl.buffer import ReplayBuffer, discounted_returns_to_go
-from offrl.config import option, run_steps
+from offrl.config import config_class, option, run_steps
 from offrl.networks import Policy, ValueNetwork
 
 if TYPE_CHECKING:
@@ -52,36 +51,33 @@ def env_num_actions(config: dict[str, Any], spec: DatasetSpec) -> int:
     return int(action_space.n) if isinstance(action_space, spaces.Discrete) else 0
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class ReinforceConfig:
-    """The hyperparameters (the CartPole and InvertedPendulum presets in offrl/presets/reinforce/ tune them)."""
+    """The hyperparameters (the CartPole and InvertedPendulum presets in offrl/presets/reinforce/ tune them).
 
-    hidden_dims: tuple[int, ...] = option((64, 64), "hidden layers of the policy and of the value baseline")
-    actor_lr: float = option(1e-2, "Adam step size of the policy")
-    value_lr: float = option(1e-2, "Adam step size of the value baseline")
-    actor_lr_schedule: str = option("constant", "constant | cosine; cosine decays to 0 over max_steps")
-    max_steps: int = option(1_000, "set by the training loop to the run's number of updates (--steps)", derive=run_steps)
-    discount: float = option(1.0, "gamma of the returns; below 1 for tasks that never terminate by themselves")
+    None is batchable: an online agent collects its own episodes, one env stream per run."""
+
+    hidden_dims: tuple[int, ...] = option((64, 64), "hidden layers of the policy and of the value baseline", ge=1)
+    actor_lr: float = option(1e-2, "Adam step size of the policy", gt=0)
+    value_lr: float = option(1e-2, "Adam step size of the value baseline", gt=0)
+    actor_lr_schedule: str = option("constant", "cosine decays to 0 over max_steps", choices=("constant", "cosine"))
+    max_steps: int = option(1_000, "set by the training loop to the run's number of updates (--steps)", ge=1, derive=run_steps)
+    discount: float = option(1.0, "gamma of the returns; below 1 for tasks that never terminate by themselves", ge=0, le=1)
     baseline: bool = option(True, "learned V(s) baseline (--no-baseline for plain REINFORCE)")
     normalize_advantages: bool = option(False, "standardize over every step of the batch, not per episode")
-    entropy_coef: float = option(0.0, "weight of the policy's entropy (summed per episode) subtracted from the loss")
-    episodes_per_update: int = option(8, "one episode per sub-env of the training vector env")
+    entropy_coef: float = option(0.0, "weight of the policy's entropy (summed per episode) subtracted from the loss", ge=0)
+    episodes_per_update: int = option(8, "one episode per sub-env of the training vector env", ge=1)
     action_squash: str = option(
-        "clip", "continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)"
+        "clip", "continuous actions: clip (Gaussian sample, env clips) | tanh (squashed Gaussian)", choices=("clip", "tanh")
     )
     log_std_init: float = option(
         0.0, "continuous actions: initial log std of the Gaussian (state-independent, learned); 0 is std 1, half the [-1, 1] range"
     )
     num_actions: int = option(
-        0, "set from the run's env: n for Discrete(n), 0 for a Box action space", derive=env_num_actions
+        0, "set from the run's env: n for Discrete(n), 0 for a Box action space", ge=0, derive=env_num_actions
     )
 
 
-# The registry, offrl.config and this module's code read the config as a flat dict.
-CONFIG_CLASS = ReinforceConfig
-DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(ReinforceConfig())
-
-ACTION_SQUASHES = ("clip", "tanh")
 # Keeps atanh finite for squashed actions that rounded to +-1 in float32.
 TANH_EPS = 1e-6
 
@@ -147,24 +143,20 @@ def compute_advantages(
 class ReinforceAgent(flax.struct.PyTreeNode):
     actor: TrainState
     value: TrainState | None  # None without the baseline
-    config: Any = flax.struct.field(pytree_node=False)
+    config: ReinforceConfig
 
     online: ClassVar[bool] = True
+    config_class: ClassVar[type] = ReinforceConfig
 
     @classmethod
-    def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> ReinforceAgent:
+    def create(cls, config: ReinforceConfig, example_batch: dict[str, jax.Array], key: jax.Array) -> ReinforceAgent:
         """A categorical policy when `num_actions` > 0 (Discrete env), else a Gaussian over
         `example_batch["actions"]`'s dimensions, in [-1, 1] (the online env rescales)."""
-        config = flax.core.FrozenDict({**config, "hidden_dims": tuple(config["hidden_dims"])})
-        if config["action_squash"] not in ACTION_SQUASHES:
-            raise ValueError(f"action_squash must be one of {', '.join(ACTION_SQUASHES)}, got {config['action_squash']!r}")
-        if config["actor_lr_schedule"] not in ("constant", "cosine"):
-            raise ValueError(f"actor_lr_schedule must be 'constant' or 'cosine', got {config['actor_lr_schedule']!r}")
         observations = jnp.asarray(example_batch["observations"][:1])
-        hidden = config["hidden_dims"]
+        hidden = config.hidden_dims
         actor_key, value_key = jax.random.split(key)
-        if config["num_actions"] > 0:
-            actor_net = Policy(hidden, config["num_actions"], "categorical")
+        if config.num_actions > 0:
+            actor_net = Policy(hidden, config.num_actions, "categorical")
         else:
             # A state-independent std is the usual choice for on-policy Gaussians: it only
             # shrinks as the policy gets confident overall. The mean is tanh-bounded for
@@ -173,24 +165,24 @@ class ReinforceAgent(flax.struct.PyTreeNode):
                 hidden,
                 example_batch["actions"].shape[-1],
                 std_parametrization="parameter",
-                tanh_mean=config["action_squash"] == "clip",
+                tanh_mean=config.action_squash == "clip",
             )
-        actor_lr = config["actor_lr"]
-        if config["actor_lr_schedule"] == "cosine":
-            actor_lr = optax.cosine_decay_schedule(actor_lr, config["max_steps"])
+        actor_lr = config.actor_lr
+        if config.actor_lr_schedule == "cosine":
+            actor_lr = optax.cosine_decay_schedule(actor_lr, config.max_steps)
         actor_params = actor_net.init(actor_key, observations)["params"]
-        if config["num_actions"] == 0:
+        if config.num_actions == 0:
             # Exploration noise of std 1 in [-1, 1] is mostly clipped actions; a smaller start
             # lets the first episodes follow the (near-zero) mean and the gradient shape it.
-            actor_params = {**actor_params, "log_stds": jnp.full_like(actor_params["log_stds"], config["log_std_init"])}
+            actor_params = {**actor_params, "log_stds": jnp.full_like(actor_params["log_stds"], config.log_std_init)}
         actor = TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=optax.adam(actor_lr))
         value = None
-        if config["baseline"]:
+        if config.baseline:
             value_net = ValueNetwork(hidden)
             value = TrainState.create(
                 apply_fn=value_net.apply,
                 params=value_net.init(value_key, observations)["params"],
-                tx=optax.adam(config["value_lr"]),
+                tx=optax.adam(config.value_lr),
             )
         return cls(actor=actor, value=value, config=config)
 
@@ -202,12 +194,12 @@ class ReinforceAgent(flax.struct.PyTreeNode):
 
     @property
     def discrete(self) -> bool:
-        return self.config["num_actions"] > 0
+        return self.config.num_actions > 0
 
     def _log_probs(self, dist: distrax.Distribution, actions: jax.Array) -> jax.Array:
         if self.discrete:
             return dist.log_prob(actions[:, 0].astype(jnp.int32))
-        if self.config["action_squash"] == "tanh":
+        if self.config.action_squash == "tanh":
             squashed = distrax.Transformed(dist, distrax.Block(distrax.Tanh(), ndims=1))
             return squashed.log_prob(jnp.clip(actions, -1.0 + TANH_EPS, 1.0 - TANH_EPS))
         return dist.log_prob(actions)
@@ -217,16 +209,16 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         observations, masks = batch["observations"], batch["masks"]
         values = next_values = None
         value_loss = jnp.zeros(())
-        if config["baseline"]:
+        if config.baseline:
             n = observations.shape[0]
             both = self.value.apply_fn({"params": params["value"]}, jnp.concatenate([observations, batch["next_observations"]]))
             values, next_values = both[:n], jax.lax.stop_gradient(both[n:])
         returns, advantages = compute_advantages(
             batch,
-            config["discount"],
+            config.discount,
             None if values is None else jax.lax.stop_gradient(values),
             next_values,
-            config["normalize_advantages"],
+            config.normalize_advantages,
         )
         if values is not None:
             value_loss = per_episode_sum((returns - values) ** 2, batch)
@@ -236,7 +228,7 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         # For squashed Gaussians the entropy is the pre-tanh one, which has a closed form.
         entropy = masked_mean(dist.entropy(), masks)
         # The bonus is per step, so it scales with episode length like the policy term.
-        loss = policy_loss - config["entropy_coef"] * per_episode_sum(dist.entropy(), batch) + value_loss
+        loss = policy_loss - config.entropy_coef * per_episode_sum(dist.entropy(), batch) + value_loss
         info = {
             "actor/loss": policy_loss,
             "value/loss": value_loss,
@@ -273,7 +265,7 @@ class ReinforceAgent(flax.struct.PyTreeNode):
         actions = dist.mode() if deterministic else dist.sample(seed=key)
         if self.discrete:
             return actions.astype(jnp.float32)[..., None]
-        if self.config["action_squash"] == "tanh":
+        if self.config.action_squash == "tanh":
             return jnp.tanh(actions)
         return actions
 

@@ -22,7 +22,6 @@ actions are the action index stored as a float [N, 1] column.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax
@@ -33,44 +32,44 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from offrl.config import option
+from offrl.config import config_class, option
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class SRConfig:
     """The hyperparameters (the Bellman equation they enter: the module docstring)."""
 
-    gamma: float = option(0.9, "discount of the successor representation")
-    batch_size: int = option(4096, "dataset transitions per update")
+    gamma: float = option(0.9, "discount of the successor representation", ge=0, le=1)
+    batch_size: int = option(4096, "dataset transitions per update", ge=1)
     # A plain step towards the per-(s, a) mean TD target; linearly decayed to
     # `learning_rate_end` over `decay_steps` (equal values keep it constant). Large
     # steps are fine because the target is an expectation, not a sample, over a'.
-    learning_rate: float = option(0.5, "step towards the per-(s, a) mean TD target, at update 0")
-    learning_rate_end: float = option(0.5, "the step size after decay_steps (linear decay; equal values keep it constant)")
-    decay_steps: int = option(1, "updates over which learning_rate decays to learning_rate_end")
+    learning_rate: float = option(0.5, "step towards the per-(s, a) mean TD target, at update 0", gt=0)
+    learning_rate_end: float = option(
+        0.5, "the step size after decay_steps (linear decay; equal values keep it constant)", ge=0
+    )
+    decay_steps: int = option(1, "updates over which learning_rate decays to learning_rate_end", ge=1)
     normalized: bool = option(False, "learn (1 - gamma) M, whose rows are probability distributions (the gamma-model form)")
-    convention: str = option("current", "current (M counts s at t = 0) | next (counts states from t = 1, as FB does)")
-    num_actions: int = option(4, "number of discrete actions (the table's second axis)")
+    convention: str = option(
+        "current", "current (M counts s at t = 0) | next (counts states from t = 1, as FB does)", choices=("current", "next")
+    )
+    num_actions: int = option(4, "number of discrete actions (the table's second axis)", ge=0)
     policy: tuple[tuple[float, ...], ...] | None = option(
         None, "pi[s][a] as nested tuples (hashable); null means uniformly random"
     )
 
-
-# The registry, offrl.config and this module's code read the config as a flat dict.
-CONFIG_CLASS = SRConfig
-DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(SRConfig())
 
 Batch = dict[str, jax.Array]
 
 
 def td_targets(successor: jax.Array, policy: jax.Array, batch: Batch, config: Any) -> jax.Array:
     """Per-row TD target: indicator + gamma * sum_a' pi(a'|s') M(s', a', .)."""
-    gamma = config["gamma"]
+    gamma = config.gamma
     states = jnp.argmax(batch["observations"], axis=-1)
     next_states = jnp.argmax(batch["next_observations"], axis=-1)
     num_states = successor.shape[0]
-    indicator = jax.nn.one_hot(next_states if config["convention"] == "next" else states, num_states)
-    if config["normalized"]:
+    indicator = jax.nn.one_hot(next_states if config.convention == "next" else states, num_states)
+    if config.normalized:
         indicator = (1.0 - gamma) * indicator
     next_rows = jnp.einsum("na,nas->ns", policy[next_states], successor[next_states])
     continues = 1.0 - batch["terminals"][:, None]
@@ -107,27 +106,21 @@ class SRAgent(flax.struct.PyTreeNode):
     state: TrainState
     policy: jax.Array  # pi[s, a]
     reward: jax.Array | None
-    config: Any = flax.struct.field(pytree_node=False)
+    config: SRConfig
+    config_class = SRConfig
 
     @classmethod
-    def create(cls, config: dict, example_batch: Batch, key: jax.Array) -> SRAgent:
+    def create(cls, config: SRConfig, example_batch: Batch, key: jax.Array) -> SRAgent:
         del key  # the table starts at zero; nothing is random
-        config = {**DEFAULT_CONFIG, **config}
-        if config["policy"] is not None:
-            # Nested tuples keep the config hashable, as jit needs for a static field.
-            config["policy"] = tuple(tuple(float(p) for p in row) for row in config["policy"])
-        config = flax.core.FrozenDict(config)
-        if config["convention"] not in ("current", "next"):
-            raise ValueError(f"convention must be 'current' or 'next', got {config['convention']!r}")
         num_states = example_batch["observations"].shape[-1]
-        num_actions = config["num_actions"]
-        if config["policy"] is None:
+        num_actions = config.num_actions
+        if config.policy is None:
             policy = jnp.full((num_states, num_actions), 1.0 / num_actions)
         else:
-            policy = jnp.asarray(config["policy"], jnp.float32)
+            policy = jnp.asarray(config.policy, jnp.float32)
             if policy.shape != (num_states, num_actions):
                 raise ValueError(f"policy has shape {policy.shape}, expected {(num_states, num_actions)}")
-        schedule = optax.linear_schedule(config["learning_rate"], config["learning_rate_end"], config["decay_steps"])
+        schedule = optax.linear_schedule(config.learning_rate, config.learning_rate_end, config.decay_steps)
         params = {"successor": jnp.zeros((num_states, num_actions, num_states))}
         state = TrainState.create(apply_fn=None, params=params, tx=optax.sgd(schedule))
         return cls(state=state, policy=policy, reward=None, config=config)
@@ -146,7 +139,7 @@ class SRAgent(flax.struct.PyTreeNode):
         return jnp.einsum("sa,sat->st", self.policy, self.state.params["successor"])
 
     def _value_scale(self) -> float:
-        return 1.0 / (1.0 - self.config["gamma"]) if self.config["normalized"] else 1.0
+        return 1.0 / (1.0 - self.config.gamma) if self.config.normalized else 1.0
 
     def state_values(self, reward: jax.Array) -> jax.Array:
         """V_pi = M_pi r for a state reward r[s*] (per the module's convention)."""

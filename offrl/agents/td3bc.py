@@ -17,60 +17,37 @@ Networks are offrl's shared ones (GELU, fan-avg uniform init), not the paper's R
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
-from offrl.config import option
+from offrl.config import config_class, option
 from offrl.losses import ddpg_bc_loss, td_target, twin_q_loss
-from offrl.networks import Policy, ValueNetwork, apply, polyak_update
-
-if TYPE_CHECKING:  # importing offrl.buffer would load the dataset loaders and gymnasium
-    from offrl.buffer import ReplayBuffer
+from offrl.networks import Policy, ValueNetwork, adam_optimizer, apply, polyak_update
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class TD3BCConfig:
     """The hyperparameters, defaults from the paper (Fujimoto & Gu, 2021, table 4)."""
 
-    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the actor and of each Q head")
-    actor_lr: float = option(3e-4, "Adam step size of the actor")
-    critic_lr: float = option(3e-4, "Adam step size of the twin critic")
-    batch_size: int = option(256, "dataset rows per update")
-    discount: float = option(0.99, "gamma of the TD target")
-    tau: float = option(0.005, "Polyak rate of the target actor and critic, applied on actor-update steps")
-    actor_noise: float = option(0.2, "std of the target policy smoothing noise (the paper's policy noise)")
-    actor_noise_clip: float = option(0.5, "the smoothing noise is clipped to +- this before it is added to the target action")
-    policy_delay: int = option(2, "critic updates per actor and target update (the paper's d)")
-    alpha: float = option(2.5, "weight of the Q term against BC: lambda = alpha / mean |Q|")
-
-    def __post_init__(self) -> None:
-        # Checked here as well as by offrl.config, so agents built in code fail the same way.
-        object.__setattr__(self, "hidden_dims", tuple(int(width) for width in self.hidden_dims))
-        for name in ("actor_lr", "critic_lr", "alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"td3bc config key {name!r} must be a number > 0, got {getattr(self, name)!r}")
-        for name in ("discount", "tau"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"td3bc config key {name!r} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("actor_noise", "actor_noise_clip"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"td3bc config key {name!r} must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("batch_size", "policy_delay"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"td3bc config key {name!r} must be an integer >= 1, got {value!r}")
-
-
-# The registry and offrl.config read agents' defaults as a flat dict.
-CONFIG_CLASS = TD3BCConfig
-DEFAULT_CONFIG: dict[str, Any] = dataclasses.asdict(TD3BCConfig())
+    hidden_dims: tuple[int, ...] = option((256, 256), "hidden layers of the actor and of each Q head", ge=1)
+    actor_lr: float = option(3e-4, "Adam step size of the actor", gt=0, batchable=True)
+    critic_lr: float = option(3e-4, "Adam step size of the twin critic", gt=0, batchable=True)
+    batch_size: int = option(256, "dataset rows per update", ge=1)
+    discount: float = option(0.99, "gamma of the TD target", ge=0, le=1, batchable=True)
+    tau: float = option(
+        0.005, "Polyak rate of the target actor and critic, applied on actor-update steps", ge=0, le=1, batchable=True
+    )
+    actor_noise: float = option(0.2, "std of the target policy smoothing noise (the paper's policy noise)", ge=0, batchable=True)
+    actor_noise_clip: float = option(
+        0.5, "the smoothing noise is clipped to +- this before it is added to the target action", ge=0, batchable=True
+    )
+    policy_delay: int = option(2, "critic updates per actor and target update (the paper's d)", ge=1)
+    alpha: float = option(2.5, "weight of the Q term against BC: lambda = alpha / mean |Q|", gt=0, batchable=True)
 
 
 def smoothed_target_actions(mean_actions: jax.Array, key: jax.Array, noise: float, noise_clip: float) -> jax.Array:
@@ -85,11 +62,11 @@ class TD3BCAgent(flax.struct.PyTreeNode):
     target_actor_params: Any
     target_critic_params: Any
     rng: jax.Array  # smoothing noise; split once per update
-    config: TD3BCConfig = flax.struct.field(pytree_node=False)
+    config: TD3BCConfig  # its batchable fields are leaves, so --vmap batches alpha like any number
+    config_class = TD3BCConfig
 
     @classmethod
-    def create(cls, config: dict[str, Any], example_batch: dict[str, jax.Array], key: jax.Array) -> TD3BCAgent:
-        config = TD3BCConfig(**config)
+    def create(cls, config: TD3BCConfig, example_batch: dict[str, jax.Array], key: jax.Array) -> TD3BCAgent:
         observations = jnp.asarray(example_batch["observations"][:1])
         actions = jnp.asarray(example_batch["actions"][:1])
         actor_key, critic_key, rng = jax.random.split(key, 3)
@@ -98,18 +75,13 @@ class TD3BCAgent(flax.struct.PyTreeNode):
         actor_params = actor_net.init(actor_key, observations)["params"]
         critic_params = critic_net.init(critic_key, observations, actions)["params"]
         return cls(
-            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=optax.adam(config.actor_lr)),
-            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=optax.adam(config.critic_lr)),
+            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params, tx=adam_optimizer(config.actor_lr)),
+            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=adam_optimizer(config.critic_lr)),
             target_actor_params=actor_params,
             target_critic_params=critic_params,
             rng=rng,
             config=config,
         )
-
-    @staticmethod
-    def sample_batch(buffer: ReplayBuffer, key: jax.Array, config: TD3BCConfig) -> dict[str, jax.Array]:
-        # The loop's default reads config["batch_size"]; this config is a dataclass.
-        return buffer.sample(key, config.batch_size)
 
     def policy(self, actor_params: Any, observations: jax.Array) -> jax.Array:
         return jnp.tanh(apply(self.actor, observations, params=actor_params))

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from offrl.envs import d4rl_normalized_score, normalized_score
     from offrl.evaluation import evaluate_state, make_policy, summarize_episodes
     from offrl.logging import RunLogger
-    from offrl.train import restore_run
+    from offrl.experiment import restore_run
 
     args = parse_args(argv)
     which = "best" if args.best else "latest"

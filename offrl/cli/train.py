@@ -5,10 +5,10 @@ offrl/presets/), a boolean also as --key / --no-key, a list as 256,256; --config
 a preset. --resume RUN_DIR continues a killed or finished run from its latest checkpoint;
 --steps N with it extends the run to N updates.
 With --resume, keys that change only when the run evaluates, checkpoints and logs may be
-given too (offrl.run_config.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
+given too (offrl.experiment.RESUME_SAFE_KEYS); any other key that differs from the run's is refused.
 --num-seeds K trains seeds seed..seed+K-1 together; --vmap KEY=V1,V2[,KEY2=...] trains every
 combination of those hyperparameter values (x seeds) in one compiled program, each its own
-run in RUN_DIR/KEY=V... (offrl/vmap.py; only an agent's batchable_hparams).
+run in RUN_DIR/KEY=V... (offrl/vmap.py; only keys the agent's config declares batchable, marked vmap-able in --help).
 Exit status 0 on success; otherwise one line on stderr says why.
 """
 
@@ -37,7 +37,7 @@ def final_line(summary: dict[str, Any], run_dir: str) -> str:
 
 def help_text(argv: list[str]) -> str:
     """Usage, the agents, and every key of the chosen agent (`--agent X`, default iql-ddpg)
-    and of the run settings as `--key TYPE (default D): doc`."""
+    and of the run settings as `--key TYPE (default D, RANGE, vmap-able): doc`."""
     from offrl.agents import agent_config_class, agent_names, get_agent
     from offrl import config as cfg
 
@@ -73,17 +73,18 @@ def vmap_lines(summary: dict[str, Any], run_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from offrl import config as cfg
-    from offrl.run_config import resolve_config
-    from offrl.train import run
+    from offrl.experiment import resolve
+    from offrl.runner import run
 
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
         print(help_text([arg for arg in argv if arg not in ("-h", "--help")]))
         return 0
     overrides = cfg.parse_overrides(argv)
-    config = resolve_config(overrides)
-    summary = run(config)
-    print(vmap_lines(summary, config["run_dir"]) if "combinations" in summary else final_line(summary, config["run_dir"]))
+    experiment = resolve(overrides)
+    summary = run(experiment)
+    run_dir = experiment["run_dir"]
+    print(vmap_lines(summary, run_dir) if "combinations" in summary else final_line(summary, run_dir))
     return 0
 
 

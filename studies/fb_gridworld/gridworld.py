@@ -28,6 +28,7 @@ Prints the success rate of both at every `--every` updates, and their ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -42,8 +43,8 @@ import optax
 
 
 from offrl.agents.fb import (
-    DEFAULT_CONFIG,
     FBAgent,
+    FBConfig,
     forward_at_actions,
     goal_policies,
     greedy_actions,
@@ -65,6 +66,8 @@ from offrl.envs.gridworld import (
 from offrl.loop import LoopState, make_train_chunk
 from offrl.networks import polyak_update
 
+DEFAULT_CONFIG = dataclasses.asdict(FBConfig())  # the defaults as a flat dict, which the table runs read by key
+
 NETWORK_CONFIG = {
     "discrete_actions": 4,
     "z_dim": 128,
@@ -83,7 +86,7 @@ def network_checkpoints(
     env: GridWorld, buffer: ReplayBuffer, updates: int, every: int, config: dict[str, Any], seed: int = 0
 ) -> list[dict[str, float]]:
     """Success of `offrl/agents/fb.py` (overall and by shortest-path band) after every `every` updates."""
-    agent = FBAgent.create(config, buffer.sample(jax.random.PRNGKey(seed), 2), jax.random.PRNGKey(seed))
+    agent = FBAgent.create(FBConfig(**config), buffer.sample(jax.random.PRNGKey(seed), 2), jax.random.PRNGKey(seed))
     state = LoopState.initial(agent, jax.random.PRNGKey(seed + 1), env.num_states)
     train_chunk = make_train_chunk(FBAgent, every)
     observations = jnp.eye(env.num_states)

@@ -85,7 +85,7 @@ from offrl.data.pointmaze import maze_dataset_id
 from offrl.envs import make_eval_vector_env, normalized_score
 from offrl.evaluation import evaluate_seeds, summarize_episodes
 from offrl.loop import LoopState, stack_states
-from offrl.train import restore_run
+from offrl.experiment import restore_run
 from offrl.vmap import combination_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -293,7 +293,7 @@ def probe(state: LoopState, probe_observations: np.ndarray, data_actions: np.nda
         "actions": actions,
         "sampled_actions": sampled,
     }
-    if agent.config["extraction"] == "awr":
+    if agent.config.extraction == "awr":
         dist = agent.actor.apply_fn({"params": agent.actor.params}, normalized)
         result["policy_std"] = float(dist.stddev().mean())
     return result

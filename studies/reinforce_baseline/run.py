@@ -95,14 +95,14 @@ def train_variant(
     """Seeds first_seed .. first_seed + seeds - 1 of one variant (a key of VARIANTS), each an
     ordinary run of the env's preset with `overrides`: (final summary, run directory) per
     seed; the summary also holds the run's `cpu_seconds` and the `load_average` at its end."""
-    from offrl.run_config import resolve_config
-    from offrl.train import run
+    from offrl.experiment import resolve
+    from offrl.runner import run
 
     baseline = VARIANTS[name]
     runs = []
     for seed in range(first_seed, first_seed + seeds):
         run_dir = out / ("baseline" if baseline else "no_baseline") / f"s{seed}"
-        config = resolve_config(
+        config = resolve(
             {**overrides, "agent": "reinforce", "env": env, "seed": seed, "baseline": baseline,
              "run_dir": str(run_dir), "wandb.mode": "disabled"}
         )
