@@ -41,8 +41,7 @@ from offrl.buffer import ReplayBuffer
 from offrl.config import parse_overrides
 from offrl.data.pointmaze import pointmaze_dataset_id
 from offrl.loop import LoopState, make_train_chunk
-from offrl.run_config import resolve_config
-from offrl.train import build_experiment
+from offrl.experiment import load_data, resolve
 
 
 def make_state(agent: str, dataset: str, width: int, batch_size: int, overrides: dict[str, Any]) -> tuple[type, LoopState, Any]:
@@ -51,9 +50,9 @@ def make_state(agent: str, dataset: str, width: int, batch_size: int, overrides:
         sizes = {"hidden_dim": width, "feature_dim": width, "backward_hidden_dim": width}
     else:
         sizes = {"hidden_dims": (width, width)}
-    config = resolve_config({"agent": agent, "dataset": dataset, "batch_size": batch_size, "wandb.mode": "disabled",
+    experiment = resolve({"agent": agent, "dataset": dataset, "batch_size": batch_size, "wandb.mode": "disabled",
                              **sizes, **overrides})
-    experiment = build_experiment(config)
+    experiment = load_data(experiment)
     transitions = experiment.transitions
     example = transitions[np.arange(min(len(transitions), 10_000))].as_dict()
     return experiment.agent_cls, experiment.initial_state(example), transitions
@@ -88,7 +87,7 @@ def fb_breakdown(agent: FBAgent, batch: dict[str, jax.Array], calls: int) -> dic
     z = agent._training_z(key, B)
     target_M = agent._target_measure(batch, z, key)
     F = agent.forward_values(batch["observations"], z, batch["actions"])
-    discounts = agent.hparams["gamma"] * (1.0 - batch["terminals"])
+    discounts = agent.config.gamma * (1.0 - batch["terminals"])
 
     def n_by_n(F: jax.Array, B: jax.Array) -> jax.Array:
         return measure_loss(F, B, target_M, discounts)[0] + orthonormality_loss(B)[0]
