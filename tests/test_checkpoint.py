@@ -162,7 +162,7 @@ def test_a_run_from_before_the_vmap_state_layout_fails_in_one_line_that_says_wha
     files = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     assert ckpt.read_meta(run_dir / "checkpoints", 24)["format"] == 2 < ckpt.META_FORMAT
 
-    with pytest.raises(ckpt.CheckpointFormatError, match="retrain it with a new run, or check out the commit") as error:
+    with pytest.raises(ckpt.CheckpointFormatError, match=r"retrain it with a new run, or check out 5826318\^ to use it there") as error:
         load_policy(run_dir)
     assert str(run_dir) in str(error.value) and "\n" not in str(error.value)
     capsys.readouterr()
