@@ -301,6 +301,10 @@ def test_learning_rates_are_state_leaves_with_the_same_schedule(schedule):
         expected, reference_state = reference.update(grads, reference_state, params)
         for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+    # The config's batchable fields are its pytree leaves (arrays under --vmap); the rest is static.
+    from offrl.config import batchable_keys
+
+    assert len(jax.tree_util.tree_leaves(agent.config)) == len(batchable_keys(type(agent.config))) > 0
     assert float(agent.config.expectile) == pytest.approx(0.7)
 
 
