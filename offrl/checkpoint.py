@@ -48,7 +48,7 @@ LOCK_FILE = "run.lock"  # in the run directory: fcntl-locked by the process writ
 # format 2 has a different pytree; 4: the agent's config is a pytree in the state, its batchable
 # fields leaves (no `hparams`). Bump it with any change that stops older states restoring.
 META_FORMAT = 4
-LAST_READERS = {2: "5826318^", 3: "2408566"}  # format -> a commit on main that still restores it
+LAST_READERS = {2: "5826318^", 3: "9f9ce7d"}  # format -> a commit on main that still restores it
 # Before self-contained checkpoints (61afac5) a run kept checkpoints/latest/ and checkpoints/best/;
 # a44c0e9 is the last commit on main that still restores them.
 LEGACY_MANAGERS = ("latest", "best")
