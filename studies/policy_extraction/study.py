@@ -71,7 +71,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -304,7 +303,7 @@ def evaluate_with_clip(states: list[LoopState], experiment: Any, seeds: list[int
     """Normalized scores of DDPG checkpoints acting with clip(mu): the episodes the run's own
     (tanh) evaluation used, so the two are paired."""
     stacked = stack_states(states)
-    clip_config = flax.core.FrozenDict({**stacked.agent.config, "eval_squash": "clip"})
+    clip_config = stacked.agent.config.replace(eval_squash="clip")
     stacked = stacked.replace(agent=stacked.agent.replace(config=clip_config))
     envs = make_eval_vector_env(experiment.spec, episodes * len(seeds), seeds[0])
     try:

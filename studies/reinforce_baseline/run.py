@@ -102,16 +102,17 @@ def train_variant(
     runs = []
     for seed in range(first_seed, first_seed + seeds):
         run_dir = out / ("baseline" if baseline else "no_baseline") / f"s{seed}"
-        config = resolve(
+        experiment = resolve(
             {**overrides, "agent": "reinforce", "env": env, "seed": seed, "baseline": baseline,
              "run_dir": str(run_dir), "wandb.mode": "disabled"}
         )
+        config = json.loads(json.dumps(dict(experiment), default=list))  # the resolved keys, as they are recorded
         record = run_dir / "benchmark.json"
-        if record.exists() and json.loads(record.read_text())["config"] == json.loads(json.dumps(config)):
+        if record.exists() and json.loads(record.read_text())["config"] == config:
             summary, reused = json.loads(record.read_text())["summary"], " (reused)"
         else:
             before = resource.getrusage(resource.RUSAGE_SELF)
-            summary = run(config, progress=False)
+            summary = run(experiment, progress=False)
             after = resource.getrusage(resource.RUSAGE_SELF)
             summary = {
                 **summary,
